@@ -58,6 +58,11 @@ class GridNavi(TaskEnvMixin, gym.Env):
         check_split(split)
         return np.array(GOALS[rng.integers(len(GOALS))], dtype=np.float64)
 
+    def all_tasks(self, split: str = "train") -> list[np.ndarray]:
+        """The finite task set: the 21 goals (evaluate on all of them for numbers comparable with BOUNDS.md)."""
+        check_split(split)
+        return [np.array(goal, dtype=np.float64) for goal in GOALS]
+
     def set_task(self, task) -> None:
         goal = as_task(task, 2, "GridNavi")
         if tuple(int(v) for v in goal) not in GOALS or not np.all(goal == np.round(goal)):

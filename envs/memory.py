@@ -51,6 +51,11 @@ class TMaze(TaskEnvMixin, gym.Env):
         check_split(split)
         return np.array([1.0 if rng.random() < 0.5 else -1.0])
 
+    def all_tasks(self, split: str = "train") -> list[np.ndarray]:
+        """The finite task set: goal up, goal down."""
+        check_split(split)
+        return [np.array([1.0]), np.array([-1.0])]
+
     def set_task(self, task) -> None:
         indicator = as_task(task, 1, "TMaze")
         if indicator[0] not in (1.0, -1.0):
