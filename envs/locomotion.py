@@ -25,7 +25,10 @@ Common to all five:
 * ``frame_skip``, ``dt`` and the xml files are gymnasium's; ``metadata["render_fps"] == round(1 / dt)``.
 * ``render()`` goes through gymnasium's MuJoCo renderer. Headless machines need ``MUJOCO_GL=osmesa`` (with
   libosmesa6) or ``MUJOCO_GL=egl`` (GPU); when no OpenGL context can be made, ``render()`` raises one
-  ``RuntimeError`` that says so, instead of failing deep inside GLFW / MuJoCo.
+  ``RuntimeError`` that says so, instead of failing deep inside GLFW / MuJoCo. A failed context creation is
+  remembered for the whole process and never retried (a retry aborts the process in MuJoCo 3.3).
+  ``render_mode="human"`` needs a display, so gymnasium's full ``check_env`` render check (which also tries
+  "human") cannot pass on a headless machine; ``rgb_array``, ``depth_array`` and ``rgbd_tuple`` work.
 * The time limit (200 steps) is added by the registration in ``envs/__init__.py``; ``step`` never truncates.
 """
 
