@@ -395,6 +395,7 @@ def test_walker_reward_and_termination():
 
 
 @pytest.mark.parametrize("env_id", LOCOMOTION_IDS)
+@pytest.mark.needs_opengl
 def test_renders_small_rgb_frames(env_id):
     env = make(env_id, render_mode="rgb_array", width=64, height=48)
     env.step(env.action_space.sample())

@@ -181,6 +181,7 @@ def test_ml1_other_task_and_bad_name():
         MetaWorldML1Env(task_name="pick-place-v9")
 
 
+@pytest.mark.needs_opengl
 def test_render_rgb_array():
     env = gym.make("MetaWorldML1", render_mode="rgb_array", width=96, height=64)
     env.reset(seed=0)
