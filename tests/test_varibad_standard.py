@@ -1,0 +1,241 @@
+"""varibad_standard.py: its parts imported as a module, and the whole script run with tiny budgets."""
+
+import json
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+import varibad_standard as vs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_presets_cover_every_env_and_apply_paper_values():
+    assert set(vs.PRESETS) == set(envs.ENV_IDS)
+    grid = vs.apply_preset(vs.Args(env_id="GridNavi"))
+    assert (grid.num_envs, grid.num_steps, grid.total_timesteps, grid.clip_coef, grid.ent_coef) == (16, 60, 4_000_000, 0.05, 0.1)
+    assert (grid.episodes_per_task, grid.reward_decoder, grid.action_embedding_size) == (4, "grid", 0)
+    ant = vs.apply_preset(vs.Args(env_id="AntDir"))
+    assert (ant.num_steps, ant.num_minibatches, ant.policy_latent_embedding_dim, ant.kl_weight, ant.adam_eps) == (200, 1, 10, 0.1, 1e-8)
+    walker = vs.apply_preset(vs.Args(env_id="WalkerRandParams"))
+    assert (walker.latent_dim, walker.reward_decoder, walker.state_decoder_layers, walker.episodes_per_task) == (10, "none", (256, 128), 2)
+
+
+def test_command_line_flags_override_the_preset():
+    args = vs.parse_args(["--env-id", "CheetahDir", "--learning-rate", "1e-3", "--num-envs", "4"])
+    assert (args.learning_rate, args.num_envs, args.num_steps, args.kl_weight) == (1e-3, 4, 400, 0.1)
+
+
+def test_meta_episode_wrapper_counts_episodes_and_sets_the_done_bit():
+    env = vs.make_env("GridNavi", 4)()
+    assert env.observation_space.shape == (3,)
+    obs, _ = env.reset(seed=0)
+    task = env.unwrapped.get_task()
+    assert obs[2] == 0
+    inner_ends, steps = 0, 0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        steps += 1
+        assert not truncated
+        np.testing.assert_array_equal(env.unwrapped.get_task(), task)  # one task for the whole meta-episode
+        if "inner_final_obs" in info:
+            inner_ends += 1
+            assert obs[2] == 1 and info["inner_final_obs"][2] == 1
+            np.testing.assert_array_equal(obs[:2], [0, 0])  # the new episode's start observation
+        elif not terminated:
+            assert obs[2] == 0
+        if terminated:
+            break
+    assert (steps, inner_ends, env.episode) == (60, 3, 4)
+    env.reset()
+    assert env.episode == 0
+
+
+def test_meta_episode_wrapper_draws_tasks_from_its_seed_and_takes_a_given_task():
+    tasks = []
+    for _ in range(2):
+        env = vs.make_env("GridNavi", 4)()
+        env.reset(seed=3)
+        tasks.append([tuple(env.unwrapped.get_task())] + [tuple((env.reset(), env.unwrapped.get_task())[1]) for _ in range(5)])
+    assert tasks[0] == tasks[1] and len(set(tasks[0])) > 1
+    env.reset(options={"task": [4, 4]})
+    np.testing.assert_array_equal(env.unwrapped.get_task(), [4, 4])
+
+
+def test_single_episode_envs_get_no_done_bit_and_end_after_one_episode():
+    env = vs.make_env("CheetahDir", 1)()
+    assert env.observation_space.shape == (20,)
+    env.reset(seed=0)
+    for t in range(200):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+    assert terminated and not truncated
+
+
+def reference_gae(rewards, values, terminals, next_value, gamma, lam):
+    """Plain per-env loop: A_t = sum_l (gamma lam)^l delta_t+l, stopping after a terminal step."""
+    T, N = rewards.shape
+    adv = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            total, discount = 0.0, 1.0
+            for u in range(t, T):
+                next_v = next_value[n] if u == T - 1 else values[u + 1, n]
+                delta = rewards[u, n] + gamma * next_v * (1 - terminals[u, n]) - values[u, n]
+                total += discount * delta
+                if terminals[u, n]:
+                    break
+                discount *= gamma * lam
+            adv[t, n] = total
+    return adv
+
+
+def test_gae_equals_a_plain_reference_loop():
+    rng = np.random.default_rng(0)
+    T, N = 37, 5
+    rewards, values, next_value = rng.normal(size=(T, N)), rng.normal(size=(T, N)), rng.normal(size=N)
+    terminals = (rng.random((T, N)) < 0.1).astype(float)
+    adv, ret = vs.compute_gae(*(torch.tensor(x) for x in (rewards, values, terminals, next_value)), 0.97, 0.9)
+    expected = reference_gae(rewards, values, terminals, next_value, 0.97, 0.9)
+    np.testing.assert_allclose(adv.numpy(), expected, atol=1e-10)
+    np.testing.assert_allclose(ret.numpy(), expected + values, atol=1e-10)
+
+
+def test_kl_is_zero_for_identical_posteriors_and_positive_otherwise():
+    mu, logvar = torch.randn(7, 5), torch.randn(7, 5)
+    assert torch.allclose(vs.gaussian_kl(mu, logvar, mu, logvar), torch.zeros(7), atol=1e-6)
+    assert (vs.gaussian_kl(mu + 0.1, logvar, mu, logvar) > 0).all()
+    # against torch.distributions
+    p = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    q = torch.distributions.Normal(mu * 0.5, (0.25 * logvar).exp())
+    expected = torch.distributions.kl_divergence(p, q).sum(-1)
+    assert torch.allclose(vs.gaussian_kl(mu, logvar, mu * 0.5, logvar * 0.5), expected, atol=1e-5)
+
+
+def fake_batch(args, obs_dim, action_dim, lengths, H):
+    B = len(lengths)
+    torch.manual_seed(0)
+    obs = torch.randint(0, 5, (H, B, obs_dim)).float()
+    next_obs = torch.randint(0, 5, (H, B, obs_dim)).float()
+    actions = torch.randn(H, B, action_dim)
+    rewards = torch.where(torch.rand(H, B, 1) < 0.2, 1.0, -0.1)
+    return obs, actions, rewards, next_obs, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("env_id", ["GridNavi", "CheetahDir", "WalkerRandParams"])
+def test_elbo_terms_are_finite_scalars_and_train_the_vae(env_id):
+    args = vs.apply_preset(vs.Args(env_id=env_id))
+    obs_dim, action_dim = {"GridNavi": (3, 5), "CheetahDir": (20, 6), "WalkerRandParams": (18, 6)}[env_id]
+    H = args.episodes_per_task * gym.spec(env_id).max_episode_steps
+    encoder, decoder = vs.Encoder(obs_dim, action_dim, args), vs.Decoder(obs_dim, action_dim, args)
+    batch = fake_batch(args, obs_dim, action_dim, [H, H - 7, 3], H)
+    terms = vs.elbo_terms(encoder, decoder, batch, args)
+    for term in terms:
+        assert term.shape == () and torch.isfinite(term)
+    assert terms[2] > 0  # the KL of the prior to N(0, I) is not zero at init
+    if env_id == "WalkerRandParams":
+        assert terms[0] == 0 and terms[1] > 0  # state decoder only
+    else:
+        assert terms[0] > 0 and terms[1] == 0
+    # padding beyond a meta-episode's length does not count
+    padded = list(batch)
+    padded[2] = batch[2].clone()
+    padded[2][H - 5 :, 1] = 123.0
+    torch.manual_seed(1)
+    a = vs.elbo_terms(encoder, decoder, batch, args, generator=torch.Generator().manual_seed(0))
+    b = vs.elbo_terms(encoder, decoder, padded, args, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(torch.stack(a), torch.stack(b))
+
+
+def test_encoder_prior_is_one_gru_step_on_zero_input():
+    args = vs.apply_preset(vs.Args(env_id="CheetahDir"))
+    encoder = vs.Encoder(20, 6, args)
+    prior, hidden = encoder.prior(3)
+    assert prior.shape == (3, 2 * args.latent_dim) and torch.all(hidden == 0)
+    assert torch.allclose(prior[0], prior[1])
+
+
+@pytest.mark.parametrize("env_id", ["GridNavi", "CheetahDir"])
+def test_agent_interface_and_checkpoint_round_trip_reproduces_actions(env_id, tmp_path):
+    args = vs.apply_preset(vs.Args(env_id=env_id))
+    env = vs.make_env(env_id, args.episodes_per_task)()
+    agent = vs.Agent(env.observation_space, env.action_space, args)
+    obs = torch.randn(8, env.observation_space.shape[0])
+    latent = torch.randn(8, 2 * args.latent_dim)
+    agent.obs_rms.update(obs * 3 + 1)
+    agent.latent_rms.update(latent * 2)
+    action, logprob, entropy, value = agent.get_action_and_value(obs, latent)
+    assert logprob.shape == entropy.shape == (8,) and value.shape == (8, 1)
+    assert agent.get_value(obs, latent).shape == (8, 1)
+    vs.save_checkpoint(tmp_path / "ckpt.pt", agent=agent.state_dict())
+    assert not (tmp_path / "ckpt.pt.tmp").exists()
+    restored = vs.Agent(env.observation_space, env.action_space, args)
+    restored.load_state_dict(torch.load(tmp_path / "ckpt.pt")["agent"])
+    torch.manual_seed(5)
+    a1 = agent.get_action_and_value(obs, latent)
+    torch.manual_seed(5)
+    a2 = restored.get_action_and_value(obs, latent)
+    for x, y in zip(a1, a2):
+        assert torch.equal(x, y)
+    d1 = agent.get_action_and_value(obs, latent, deterministic=True)[0]
+    assert torch.equal(d1, restored.get_action_and_value(obs, latent, deterministic=True)[0])
+
+
+def test_standard_init_normc_rows_and_heads():
+    args = vs.apply_preset(vs.Args(env_id="CheetahDir"))
+    env = vs.make_env("CheetahDir", 1)()
+    agent = vs.Agent(env.observation_space, env.action_space, args)
+    for layer in (agent.actor[0], agent.actor[2], agent.critic[0], agent.critic[2]):
+        assert torch.allclose(layer.weight.norm(dim=1), torch.full((layer.out_features,), 5 / 3))
+        assert torch.all(layer.bias == 0)
+    assert torch.allclose(agent.actor[4].weight.norm(dim=1), torch.ones(6))  # continuous head: normc, gain 1
+
+
+def run_script(tmp_path, *flags, timeout=240):
+    cmd = [sys.executable, os.path.join(ROOT, "varibad_standard.py"), *flags]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT})
+
+
+def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path):
+    flags = ["--env-id", "GridNavi", "--total-timesteps", "3840", "--precollect-frames", "960", "--eval-every", "2",
+             "--save-model", "--save-every", "2", "--seed", "3"]
+    out = run_script(tmp_path, *flags)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = (run_dir / "metrics.csv").read_text()
+    for name in ("charts/SPS", "charts/return", "charts/return_ep4", "losses/vae_kl", "losses/policy_loss",
+                 "eval/return", "eval/return_ep1"):
+        assert f",{name}," in metrics
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert len(result["returns"]) == 21 and len(result["returns"][0]) == 4  # all 21 goals, 4 episodes each
+    assert -15 <= result["return"] <= 45
+    ckpt = run_dir / "checkpoint.pt"
+    assert ckpt.exists()
+    out = run_script(tmp_path, "--env-id", "GridNavi", "--eval-checkpoint", str(ckpt))
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout.strip().splitlines()[-1])["return_per_episode"]) == 4
+    out = run_script(tmp_path, *flags[:2], "--total-timesteps", "5760", "--resume", str(ckpt), "--save-model")
+    assert out.returncode == 0, out.stderr
+    assert "resuming" in out.stdout
+    assert json.loads((run_dir / "eval.json").read_text())["global_step"] == 5760
+
+
+def test_smoke_cheetahdir(tmp_path):
+    out = run_script(tmp_path, "--env-id", "CheetahDir", "--num-envs", "2", "--num-steps", "200", "--num-minibatches", "2",
+                     "--total-timesteps", "1200", "--precollect-frames", "400", "--num-eval-tasks", "2", "--eval-every", "0")
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = (run_dir / "metrics.csv").read_text()
+    assert ",losses/vae_reconstruction_reward," in metrics and ",eval/return_ep1," in metrics
+
+
+def test_unknown_env_id_is_one_clear_line(tmp_path):
+    out = run_script(tmp_path, "--env-id", "GridNav")
+    assert out.returncode != 0
+    assert "unknown --env-id 'GridNav'" in out.stderr and "GridNavi" in out.stderr and "Traceback" not in out.stderr
