@@ -317,11 +317,11 @@ class RewardNormalizer:
 
 
 # ALGO LOGIC: the VAE (VariBAD's task encoder and decoders)
-def one_hot_actions(actions, action_space):
-    """Discrete actions as one-hot vectors; continuous ones as they are."""
+def encoder_actions(actions, action_space):
+    """The actions as the VAE sees them: discrete ones one-hot, continuous ones clipped as the env executed them."""
     if isinstance(action_space, gym.spaces.Discrete):
-        return F.one_hot(actions.long().reshape(actions.shape[:-1] if actions.dim() > 1 else actions.shape), action_space.n).float()
-    return actions.float()
+        return np.eye(action_space.n, dtype=np.float32)[actions]
+    return np.clip(actions, action_space.low, action_space.high).astype(np.float32)
 
 
 class Encoder(nn.Module):
@@ -590,9 +590,7 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
             if terminated or "inner_final_obs" in info:
                 episode[i] += 1
             active[i] = not terminated
-        enc_action = one_hot_actions(torch.as_tensor(action_np, device=device), eval_envs[0].action_space)
-        if isinstance(eval_envs[0].action_space, gym.spaces.Box):
-            enc_action = enc_action.clamp(float(eval_envs[0].action_space.low.min()), float(eval_envs[0].action_space.high.max()))
+        enc_action = torch.as_tensor(encoder_actions(action_np, eval_envs[0].action_space), device=device)
         latent, hidden = encoder(
             enc_action.unsqueeze(0), torch.as_tensor(rewards, device=device).view(1, n, 1),
             torch.as_tensor(enc_next, dtype=torch.float32, device=device).unsqueeze(0), hidden,
@@ -704,9 +702,10 @@ if __name__ == "__main__":
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = args.total_timesteps // args.batch_size
-    run_name = ckpt["run_name"] if args.resume else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if ckpt is not None:  # a resumed run keeps its name and folder; an evaluation records to `{name}-eval`
+        run_name = ckpt["run_name"] if args.resume else f"{ckpt['run_name']}-eval"
     run_dir = os.path.join("runs", run_name)
-    os.makedirs(run_dir, exist_ok=True)
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -756,6 +755,7 @@ if __name__ == "__main__":
         reward_normalizer.rms.load_state_dict(ckpt["reward_rms"])
         global_step, start_iteration = ckpt["global_step"], ckpt["iteration"] + 1
         print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
+    os.makedirs(run_dir, exist_ok=True)
     logger = Logger(run_dir, args, run_name, resume=bool(args.resume))
     with open(os.path.join(run_dir, "args.json"), "w") as f:
         json.dump(dataclasses.asdict(args), f, indent=2)
@@ -838,10 +838,7 @@ if __name__ == "__main__":
                     mask = infos[f"_{key}"]
                     enc_next[mask] = np.stack(infos[key][mask])
             inner_end = infos.get("_inner_final_obs", np.zeros(args.num_envs, dtype=bool))
-            if isinstance(action_space, gym.spaces.Discrete):
-                enc_action = np.eye(action_dim, dtype=np.float32)[action_np]
-            else:
-                enc_action = np.clip(action_np, action_space.low, action_space.high).astype(np.float32)
+            enc_action = encoder_actions(action_np, action_space)
             t_idx, cols = running_len, np.arange(args.num_envs)
             running["obs"][t_idx, cols] = obs[step].cpu().numpy()
             running["actions"][t_idx, cols] = enc_action

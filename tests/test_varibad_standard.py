@@ -217,9 +217,11 @@ def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path):
     assert -15 <= result["return"] <= 45
     ckpt = run_dir / "checkpoint.pt"
     assert ckpt.exists()
-    out = run_script(tmp_path, "--env-id", "GridNavi", "--eval-checkpoint", str(ckpt))
+    out = run_script(tmp_path, "--env-id", "GridNavi", "--eval-checkpoint", str(ckpt), "--capture-video")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout.strip().splitlines()[-1])["return_per_episode"]) == 4
+    videos = list((tmp_path / "videos" / f"{run_dir.name}-eval").glob("*.mp4"))
+    assert videos and videos[0].stat().st_size > 1000
     out = run_script(tmp_path, *flags[:2], "--total-timesteps", "5760", "--resume", str(ckpt), "--save-model")
     assert out.returncode == 0, out.stderr
     assert "resuming" in out.stdout
@@ -239,3 +241,16 @@ def test_unknown_env_id_is_one_clear_line(tmp_path):
     out = run_script(tmp_path, "--env-id", "GridNav")
     assert out.returncode != 0
     assert "unknown --env-id 'GridNav'" in out.stderr and "GridNavi" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tracking_with_wandb_offline(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "varibad_standard.py"), "--env-id", "GridNavi", "--track",
+         "--total-timesteps", "1920", "--precollect-frames", "960"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "eval.json").exists()
