@@ -1,4 +1,5 @@
-"""varibad_standard.py: its parts imported as a module, and the whole script run with tiny budgets."""
+"""varibad_standard.py and varibad_hyper.py: their parts imported as modules (the shared blocks once, the Agent of
+both), and the whole scripts run with tiny budgets. Hypernetwork specifics: test_hypernetwork.py."""
 
 import json
 import os
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 import envs
+import varibad_hyper
+import varibad_standard
 import varibad_standard as vs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,8 +164,9 @@ def test_encoder_prior_is_one_gru_step_on_zero_input():
     assert torch.allclose(prior[0], prior[1])
 
 
+@pytest.mark.parametrize("vs", [varibad_standard, varibad_hyper], ids=lambda m: m.__name__)
 @pytest.mark.parametrize("env_id", ["GridNavi", "CheetahDir"])
-def test_agent_interface_and_checkpoint_round_trip_reproduces_actions(env_id, tmp_path):
+def test_agent_interface_and_checkpoint_round_trip_reproduces_actions(env_id, vs, tmp_path):
     args = vs.apply_preset(vs.Args(env_id=env_id))
     env = vs.make_env(env_id, args.episodes_per_task)()
     agent = vs.Agent(env.observation_space, env.action_space, args)
@@ -197,16 +201,17 @@ def test_standard_init_normc_rows_and_heads():
     assert torch.allclose(agent.actor[4].weight.norm(dim=1), torch.ones(6))  # continuous head: normc, gain 1
 
 
-def run_script(tmp_path, *flags, timeout=240):
-    cmd = [sys.executable, os.path.join(ROOT, "varibad_standard.py"), *flags]
+def run_script(tmp_path, *flags, timeout=240, script="varibad_standard.py"):
+    cmd = [sys.executable, os.path.join(ROOT, script), *flags]
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT})
 
 
-def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path):
+@pytest.mark.parametrize("script", ["varibad_standard.py", "varibad_hyper.py"])
+def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path, script):
     flags = ["--env-id", "GridNavi", "--total-timesteps", "3840", "--precollect-frames", "960", "--eval-every", "2",
              "--save-model", "--save-every", "2", "--seed", "3"]
-    out = run_script(tmp_path, *flags)
+    out = run_script(tmp_path, *flags, script=script)
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = (run_dir / "metrics.csv").read_text()
@@ -218,12 +223,12 @@ def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path):
     assert -15 <= result["return"] <= 45
     ckpt = run_dir / "checkpoint.pt"
     assert ckpt.exists()
-    out = run_script(tmp_path, "--env-id", "GridNavi", "--eval-checkpoint", str(ckpt), "--capture-video")
+    out = run_script(tmp_path, "--env-id", "GridNavi", "--eval-checkpoint", str(ckpt), "--capture-video", script=script)
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout.strip().splitlines()[-1])["return_per_episode"]) == 4
     videos = list((tmp_path / "videos" / f"{run_dir.name}-eval").glob("*.mp4"))
     assert videos and videos[0].stat().st_size > 1000
-    out = run_script(tmp_path, *flags[:2], "--total-timesteps", "5760", "--resume", str(ckpt), "--save-model")
+    out = run_script(tmp_path, *flags[:2], "--total-timesteps", "5760", "--resume", str(ckpt), "--save-model", script=script)
     assert out.returncode == 0, out.stderr
     assert "resuming" in out.stdout
     assert json.loads((run_dir / "eval.json").read_text())["global_step"] == 5760
@@ -238,11 +243,14 @@ def test_smoke_cheetahdir(tmp_path):
     assert ",losses/vae_reconstruction_reward," in metrics and ",eval/return_ep1," in metrics
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
-def test_every_benchmark_runs_a_short_budget(env_id, tmp_path):
-    out = run_script(tmp_path, "--env-id", env_id, "--num-envs", "2", "--num-steps", "30", "--num-minibatches", "2",
-                     "--total-timesteps", "180", "--precollect-frames", "0", "--num-eval-tasks", "1",
-                     "--vae-batch-num-trajs", "2", "--eval-every", "0")
+@pytest.mark.parametrize(
+    "script, env_id",
+    [("varibad_standard.py", env_id) for env_id in envs.ENV_IDS] + [("varibad_hyper.py", "GridNavi"), ("varibad_hyper.py", "AntDir")],
+)
+def test_every_benchmark_runs_a_short_budget(script, env_id, tmp_path):
+    flags = ["--num-envs", "2", "--num-steps", "30", "--num-minibatches", "2", "--total-timesteps", "180",
+             "--precollect-frames", "0", "--num-eval-tasks", "1", "--vae-batch-num-trajs", "2", "--eval-every", "0"]
+    out = run_script(tmp_path, "--env-id", env_id, *flags, script=script)
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     result = json.loads((run_dir / "eval.json").read_text())
