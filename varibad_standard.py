@@ -437,17 +437,19 @@ def elbo_terms(encoder, decoder, batch, args, generator=None):
 
     m_sel = m[t_idx, cols]  # (E, B, L)
     pick = lambda x: x[i_idx, cols]  # noqa: E731  (E, D, B, ...)
-    if decoder.reward_kind == "grid":  # the per-cell heads depend on m only: decode once per t, pick cells after
-        logits = decoder.reward(m_sel).unsqueeze(1).expand(-1, i_idx.shape[1], -1, -1)
-        cells = (pick(next_obs)[..., 0].round() * 5 + pick(next_obs)[..., 1].round()).long()
-        labels = (pick(rewards)[..., 0] == 1.0).float()
-        rec_reward = F.binary_cross_entropy_with_logits(logits.gather(-1, cells.unsqueeze(-1))[..., 0], labels, reduction="none")
-        rec_state = torch.zeros_like(rec_reward)
+    if decoder.reward_kind == "grid":  # the per-cell heads depend on m only: decode once per t, count labels per cell
+        cells = (pick(next_obs)[..., 0].round() * 5 + pick(next_obs)[..., 1].round()).long().transpose(1, 2)  # (E, B, D)
+        positive = (pick(rewards)[..., 0] == 1.0).transpose(1, 2)
+        counts = torch.zeros(2, *t_idx.shape, 25, device=device)  # how often each cell is decoded with label 0 / 1
+        counts[0].scatter_add_(-1, cells, (valid.transpose(1, 2) & ~positive).float())
+        counts[1].scatter_add_(-1, cells, (valid.transpose(1, 2) & positive).float())
+        logits = decoder.reward(m_sel)  # (E, B, 25); BCE: softplus(logit) for label 0, softplus(-logit) for label 1
+        rec_reward = (counts[0] * F.softplus(logits) + counts[1] * F.softplus(-logits)).sum() / B
+        rec_state = torch.zeros((), device=device)
     else:
         m_dec = m_sel.unsqueeze(1).expand(-1, i_idx.shape[1], -1, -1)
         rec_reward, rec_state = decoder.losses(m_dec, pick(obs), pick(actions), pick(rewards), pick(next_obs))
-    rec_reward = (rec_reward * valid).sum() / B
-    rec_state = (rec_state * valid).sum() / B
+        rec_reward, rec_state = (rec_reward * valid).sum() / B, (rec_state * valid).sum() / B
     kl = (kl[t_idx, cols] * valid_t).sum() / B
     return rec_reward, rec_state, kl
 
@@ -537,16 +539,20 @@ class Agent(nn.Module):
 
     def get_action_and_value(self, obs, latent, action=None, deterministic=False):
         x = self.features(obs, latent)
+        return (*self.act(x, action, deterministic), self.critic(x))
+
+    def act(self, x, action=None, deterministic=False):
+        """(action, log-probability, entropy) from features x; samples unless an action is given (or the mode)."""
         out = self.actor(x)
         if self.discrete:
             dist = Categorical(logits=out)
             if action is None:
                 action = out.argmax(-1) if deterministic else dist.sample()
-            return action, dist.log_prob(action), dist.entropy(), self.critic(x)
+            return action, dist.log_prob(action), dist.entropy()
         dist = Normal(out, self.actor_logstd.expand_as(out).exp().clamp(min=1e-6))
         if action is None:
             action = out if deterministic else dist.sample()
-        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.critic(x)
+        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
 
 
 # ALGO LOGIC: PPO's advantages
@@ -579,7 +585,7 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
     episode, active = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
     while active.any():
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        action, _, _, _ = agent.get_action_and_value(obs_t, latent, deterministic=True)
+        action, _, _ = agent.act(agent.features(obs_t, latent), deterministic=True)
         action_np = action.cpu().numpy()
         next_obs, rewards, enc_next = obs.copy(), np.zeros(n, dtype=np.float32), obs.copy()
         for i in np.flatnonzero(active):
@@ -729,10 +735,10 @@ if __name__ == "__main__":
     probe_env.close()
 
     agent = Agent(obs_space, action_space, args).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     encoder = Encoder(obs_dim, action_dim, args).to(device)
     decoder = Decoder(obs_dim, action_dim, args).to(device)
-    vae_optimizer = optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=args.vae_lr)
+    vae_optimizer = optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=args.vae_lr, fused=True)
     vae_buffer = TrajectoryBuffer(args.vae_buffer_size, max_meta_len, obs_dim, action_dim)
     vae_rng = np.random.default_rng(args.seed)
     reward_normalizer = RewardNormalizer(args.num_envs, args.gamma, args.reward_clip)
@@ -776,7 +782,6 @@ if __name__ == "__main__":
     logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
     rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
     terminals = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
     # META-RL LOGIC: the unfinished meta-episode of every env (raw rewards, executed actions), for the VAE buffer
     # and for re-encoding after the encoder has changed.
     running = {
@@ -817,9 +822,8 @@ if __name__ == "__main__":
             latents[step] = next_latent
 
             # ALGO LOGIC: action logic
-            with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs, next_latent)
-                values[step] = value.flatten()
+            with torch.no_grad():  # the values are computed after the rollout, in one batch
+                action, logprob, _ = agent.act(agent.features(next_obs, next_latent))
             actions[step] = action
             logprobs[step] = logprob
 
@@ -874,8 +878,9 @@ if __name__ == "__main__":
             finished_returns = []
 
         if global_step >= args.precollect_frames:
-            # bootstrap value if not done
+            # the rollout's values in one batch (cheaper than step by step), and the bootstrap value
             with torch.no_grad():
+                values = agent.get_value(obs.flatten(0, 1), latents.flatten(0, 1)).view(args.num_steps, args.num_envs)
                 next_value = agent.get_value(next_obs, next_latent).reshape(1, -1)
             advantages, returns = compute_gae(rewards, values, terminals, next_value, args.gamma, args.gae_lambda)
 

@@ -156,6 +156,30 @@ def test_elbo_terms_are_finite_scalars_and_train_the_vae(env_id):
     assert torch.allclose(torch.stack(a), torch.stack(b))
 
 
+def test_grid_reconstruction_equals_the_plain_sum_of_bernoulli_losses():
+    """The grid decoder's per-cell label counting equals sum_t sum_i BCE(logit_t[cell(s'_i)], 1[r_i = 1]) / B."""
+    args = vs.apply_preset(vs.Args(env_id="GridNavi"))
+    encoder, decoder = vs.Encoder(3, 5, args), vs.Decoder(3, 5, args)
+    lengths = [60, 45, 12]
+    batch = fake_batch(args, 3, 5, lengths, 60)
+    rec, _, _ = vs.elbo_terms(encoder, decoder, batch, args, generator=torch.Generator().manual_seed(4))
+    # the same posterior samples, decoded one transition at a time
+    g = torch.Generator().manual_seed(4)
+    prior, hidden = encoder.prior(3)
+    posterior, _ = encoder(batch[1], batch[2], batch[3], hidden)
+    mu, logvar = torch.cat([prior.unsqueeze(0), posterior]).chunk(2, -1)
+    m = mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp()
+    total = 0.0
+    for b, length in enumerate(lengths):
+        for t in range(length + 1):
+            logits = decoder.reward(m[t, b])
+            for i in range(length):
+                cell = int(batch[3][i, b, 0].round() * 5 + batch[3][i, b, 1].round())
+                label = float(batch[2][i, b, 0] == 1.0)
+                total += torch.nn.functional.binary_cross_entropy_with_logits(logits[cell], torch.tensor(label))
+    assert torch.allclose(rec, total / 3, rtol=1e-4)
+
+
 def test_encoder_prior_is_one_gru_step_on_zero_input():
     args = vs.apply_preset(vs.Args(env_id="CheetahDir"))
     encoder = vs.Encoder(20, 6, args)
