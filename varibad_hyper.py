@@ -134,7 +134,7 @@ class Args:
     """the policy's latent embedding size: the width of the hypernetwork's input e"""
     hyper_init: Literal["bias", "weight", "hfi", "naive"] = "bias"
     """initialisation of the hypernetwork heads: bias (Bias-HyperInit), weight (Weight-HyperInit), hfi, naive"""
-    reward_decoder: str = "grid"
+    reward_decoder: Literal["grid", "mlp", "none"] = "grid"
     """reward decoder: 'grid' (per-cell Bernoulli), 'mlp' (regression) or 'none'"""
     reward_decoder_layers: tuple[int, ...] = (32, 32)
     """hidden layers of the reward decoder"""

@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -132,7 +132,7 @@ class Args:
     """the policy's state embedding size"""
     policy_latent_embedding_dim: int = 25
     """the policy's latent embedding size"""
-    reward_decoder: str = "grid"
+    reward_decoder: Literal["grid", "mlp", "none"] = "grid"
     """reward decoder: 'grid' (per-cell Bernoulli), 'mlp' (regression) or 'none'"""
     reward_decoder_layers: tuple[int, ...] = (32, 32)
     """hidden layers of the reward decoder"""
