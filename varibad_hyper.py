@@ -305,7 +305,7 @@ class RunningMeanStd(nn.Module):
 
 class RewardNormalizer:
     """Divides rewards by the running std of the discounted return (per env, reset at meta-episode ends), then
-    clips. The policy and critic see normalised rewards; the VAE always sees raw rewards."""
+    clips. The policy and critic see normalised rewards; the task encoder always sees raw rewards."""
 
     def __init__(self, num_envs, gamma, clip):
         self.rms, self.gamma, self.clip = RunningMeanStd(), gamma, clip
@@ -596,7 +596,7 @@ def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
 class Agent(nn.Module):
     """Hypernetwork policy: the state embedding (256, tanh) is the input of a base net 256 -> 256 -> 128 -> head whose
     weights a hypernetwork generates from e = tanh(latent embedding); actor and critic have their own heads, the
-    Gaussian log-std is a shared parameter. The state and the latent [mu, logvar] are running-normalised."""
+    Gaussian log-std is a shared parameter. The state is running-normalised, and so is the latent in VariBAD."""
 
     def __init__(self, observation_space, action_space, args):
         super().__init__()

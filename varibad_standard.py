@@ -303,7 +303,7 @@ class RunningMeanStd(nn.Module):
 
 class RewardNormalizer:
     """Divides rewards by the running std of the discounted return (per env, reset at meta-episode ends), then
-    clips. The policy and critic see normalised rewards; the VAE always sees raw rewards."""
+    clips. The policy and critic see normalised rewards; the task encoder always sees raw rewards."""
 
     def __init__(self, num_envs, gamma, clip):
         self.rms, self.gamma, self.clip = RunningMeanStd(), gamma, clip
@@ -508,7 +508,7 @@ def layer_init(layer, gain=5 / 3):
 
 class Agent(nn.Module):
     """Standard policy: [tanh(state embedding) 256, tanh(latent embedding) 25] -> 256 -> 128 (tanh) -> head, with
-    separate actor and critic MLPs. The state and the latent [mu, logvar] are running-normalised."""
+    separate actor and critic MLPs. The state is running-normalised, and so is the latent in VariBAD."""
 
     def __init__(self, observation_space, action_space, args):
         super().__init__()

@@ -167,10 +167,11 @@ def test_bad_init_name_is_refused():
         vh.HyperNetwork(25, [256, 256, 1], "kaiming", "critic")
 
 
-def test_the_two_files_differ_only_in_the_policy():
+@pytest.mark.parametrize("standard, hyper", [("varibad_standard.py", "varibad_hyper.py"), ("rl2_standard.py", "rl2_hyper.py")])
+def test_the_two_files_differ_only_in_the_policy(standard, hyper):
     """At most 150 changed lines, all of them in the header docstring and imports, the Args, or the policy section."""
-    lines = {name: open(os.path.join(ROOT, name)).read().splitlines() for name in ("varibad_standard.py", "varibad_hyper.py")}
-    std, hyp = lines["varibad_standard.py"], lines["varibad_hyper.py"]
+    lines = {name: open(os.path.join(ROOT, name)).read().splitlines() for name in (standard, hyper)}
+    std, hyp = lines[standard], lines[hyper]
     allowed = {}
     for name, text in lines.items():
         args_end = text.index("# TRY NOT TO MODIFY: environments")
@@ -181,6 +182,6 @@ def test_the_two_files_differ_only_in_the_policy():
         if tag == "equal":
             continue
         changed += (i2 - i1) + (j2 - j1)
-        assert all(allowed["varibad_standard.py"](i) for i in range(i1, i2)), std[i1:i2]
-        assert all(allowed["varibad_hyper.py"](j) for j in range(j1, j2)), hyp[j1:j2]
+        assert all(allowed[standard](i) for i in range(i1, i2)), std[i1:i2]
+        assert all(allowed[hyper](j) for j in range(j1, j2)), hyp[j1:j2]
     assert 0 < changed <= 150, changed

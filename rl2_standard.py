@@ -1,0 +1,837 @@
+# Docs: README.md, section "The scripts"
+"""RL2 (Duan et al. 2016; Wang et al. 2016) with the *standard* policy: "RNN+S" of Beck et al. 2023, in one file.
+
+A recurrent task encoder (embeddings of (a_t, r_t, s_t+1) -> GRU -> a deterministic linear read-out) summarises the
+meta-episode so far; the policy is an ordinary MLP on [state embedding, embedding of that read-out]. There is no
+decoder and no ELBO: the PPO loss trains the encoder end to end, through the whole rollout, which the update re-runs
+from each env's stored hidden state (recurrent PPO, minibatches of whole env sequences). The hidden state is
+carried across iterations and reset only at meta-episode ends.
+
+Differs from `rl2_hyper.py` only in the policy: here the latent is concatenated to the state; there a hypernetwork
+generates the policy's weights from the latent. From `varibad_standard.py` only in the task encoder and how it is
+trained (there: a VAE trained by the ELBO, its latent detached from the policy).
+
+    python rl2_standard.py --env-id GridNavi            # the paper's preset for GridNavi
+    python rl2_standard.py --env-id CheetahDir --help    # shows CheetahDir's preset values as defaults
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.distributions.normal import Normal
+
+import envs
+
+
+@dataclass
+class Args:
+    """`--env-id X` loads the paper's preset for X (METHOD.md E.2); any flag given overrides it."""
+
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, use CUDA when a GPU is present (a warning and the CPU otherwise)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "hyper-meta-rl"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """if toggled, record the final evaluation's meta-episodes to `videos/{run_name}`"""
+    save_model: bool = False
+    """if toggled, save checkpoints to `runs/{run_name}/checkpoint.pt` (every `--save-every` iterations and at the end)"""
+
+    # Algorithm specific arguments
+    env_id: str = "GridNavi"
+    """the id of the environment (one of envs.ENV_IDS)"""
+    total_timesteps: int = 4_000_000
+    """total frames of the experiment, precollection included"""
+    learning_rate: float = 3e-4
+    """the learning rate of the policy optimizer"""
+    num_envs: int = 16
+    """the number of parallel game environments"""
+    num_steps: int = 60
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = False
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.95
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches"""
+    update_epochs: int = 2
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.05
+    """the surrogate clipping coefficient (also clips the value loss)"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.1
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    adam_eps: float = 1e-5
+    """the epsilon of the policy's Adam optimizer"""
+    reward_clip: float = 10.0
+    """normalised rewards (divided by the std of the discounted return) are clipped to +-this"""
+    async_envs: bool = False
+    """if toggled, step the environments in subprocesses (AsyncVectorEnv; for machines with many cores)"""
+
+    # Meta-RL arguments
+    episodes_per_task: int = 4
+    """episodes per meta-episode (task), the BAMDP horizon is this x the env's episode length"""
+    eval_every: int = 25
+    """evaluate on the held-out tasks every this many iterations (0: only at the end)"""
+    num_eval_tasks: int = 21
+    """number of held-out evaluation tasks (finite task sets, e.g. GridNavi's 21 goals, are cycled through)"""
+    eval_seed: int = 1_000_003
+    """seed of the generator that draws the held-out evaluation tasks (the same for every run)"""
+    save_every: int = 250
+    """with --save-model, write a checkpoint every this many iterations"""
+    resume: Optional[str] = None
+    """path of a checkpoint to continue training from"""
+    eval_checkpoint: Optional[str] = None
+    """path of a checkpoint to evaluate (no training; with --capture-video, records videos)"""
+
+    # RL2 arguments
+    latent_dim: int = 5
+    """the encoder's read-out has 2 x latent_dim units (the policy's 'latent'; deterministic)"""
+    encoder_gru_hidden_size: int = 256
+    """hidden size of the encoder's GRU"""
+    action_embedding_size: int = 0
+    """encoder action embedding size (0: actions are not encoded, as on GridNavi)"""
+    reward_embedding_size: int = 8
+    """encoder reward embedding size"""
+    state_embedding_size: int = 32
+    """encoder state embedding size"""
+    policy_state_embedding_dim: int = 256
+    """the policy's state embedding size"""
+    policy_latent_embedding_dim: int = 25
+    """the policy's latent embedding size"""
+    encoder_max_grad_norm: float = 0.5
+    """the maximum norm of the encoder's gradient (clipped separately from the policy's)"""
+    precollect_frames: int = 5000
+    """frames collected with the initial policy before any update (counted in the budget)"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+_MUJOCO = dict(num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
+               gamma=0.97, gae_lambda=0.9, action_embedding_size=16, reward_embedding_size=16, num_eval_tasks=16)
+_METAWORLD = dict(_MUJOCO, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
+# METHOD.md E.2 (PPO and encoder settings as for VariBAD). HumanoidDir has no committed preset: it takes the MuJoCo
+# settings with one 2 x 200 meta-episode per rollout. TMaze follows MC-LS / the authors' T-maze sets.
+PRESETS = {
+    "GridNavi": {},
+    "GridNaviDense": {},
+    "GridNaviShow": {},
+    "CheetahDir": _MUJOCO,
+    "CheetahVel": _MUJOCO,
+    "AntDir": dict(_MUJOCO, num_steps=200, num_minibatches=1, policy_latent_embedding_dim=10),
+    "HumanoidDir": _MUJOCO,
+    "WalkerRandParams": dict(_MUJOCO, num_steps=200, num_minibatches=2, clip_coef=0.05, latent_dim=10,
+                             action_embedding_size=32, reward_embedding_size=32),
+    "MetaWorldML1": dict(_METAWORLD, total_timesteps=50_000_000, policy_latent_embedding_dim=10),
+    "MetaWorldML10": dict(_METAWORLD, total_timesteps=100_000_000),
+    "TMaze": dict(num_steps=400, total_timesteps=1_500_000, latent_dim=12, action_embedding_size=8, num_eval_tasks=16,
+                  eval_every=10),
+}
+
+
+def apply_preset(args: Args) -> Args:
+    """Returns `args` with every field of its env's preset (and the env's episodes per task) filled in."""
+    preset = dict(PRESETS[args.env_id], episodes_per_task=envs.EPISODES_PER_TASK[args.env_id])
+    return dataclasses.replace(args, **preset)
+
+
+def parse_args(argv=None) -> Args:
+    """tyro parsing on top of the preset of the `--env-id` found in argv, so that `--help` shows the preset."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    env_id = Args.env_id
+    for i, arg in enumerate(argv):
+        if arg in ("--env-id", "--env_id") and i + 1 < len(argv):
+            env_id = argv[i + 1]
+        elif arg.startswith(("--env-id=", "--env_id=")):
+            env_id = arg.split("=", 1)[1]
+    if env_id not in envs.ENV_IDS:
+        sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
+    return tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
+
+
+# TRY NOT TO MODIFY: environments
+class MetaEpisodeWrapper(gym.Wrapper):
+    """Turns an env into the BAMDP of meta-RL: one task for `episodes_per_task` consecutive episodes.
+
+    META-RL LOGIC: `reset()` draws a new task from the wrapper's own seeded generator (or takes `options["task"]`).
+    When an inner episode ends (terminated or truncated), the MDP is reset with the *same* task and the new start
+    observation is returned with a done bit of 1 (appended to the observation when episodes_per_task > 1); the
+    inner episode's last observation goes to `info["inner_final_obs"]` for the encoder. Only the end of the last
+    episode is terminal. Continuous actions are clipped to the action space here.
+    """
+
+    def __init__(self, env, episodes_per_task: int, split: str = "train"):
+        super().__init__(env)
+        self.episodes_per_task, self.split = episodes_per_task, split
+        self.task_rng = np.random.default_rng()
+        self.episode = 0
+        if episodes_per_task > 1:
+            box = env.observation_space
+            self.observation_space = gym.spaces.Box(
+                np.append(box.low, 0.0).astype(np.float32), np.append(box.high, 1.0).astype(np.float32)
+            )
+
+    def _obs(self, obs, done_bit):
+        return np.append(obs, np.float32(done_bit)).astype(np.float32) if self.episodes_per_task > 1 else obs
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.task_rng = np.random.default_rng(seed)
+        task = (options or {}).get("task")
+        if task is None:
+            task = self.env.unwrapped.sample_task(self.task_rng, split=self.split)
+        obs, info = self.env.reset(seed=seed, options={"task": task})
+        self.episode = 0
+        return self._obs(obs, 0.0), info
+
+    def step(self, action):
+        if isinstance(self.action_space, gym.spaces.Box):
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not (terminated or truncated):
+            return self._obs(obs, 0.0), reward, False, False, info
+        self.episode += 1
+        if self.episode == self.episodes_per_task:
+            return self._obs(obs, 1.0), reward, True, False, info  # the meta-episode ends: terminal
+        info = dict(info, inner_final_obs=self._obs(obs, 1.0))
+        obs, _ = self.env.reset()  # same task, fresh start state
+        return self._obs(obs, 1.0), reward, False, False, info
+
+
+def make_env(env_id, episodes_per_task, split="train", render_mode=None):
+    def thunk():
+        return MetaEpisodeWrapper(gym.make(env_id, render_mode=render_mode), episodes_per_task, split)
+
+    return thunk
+
+
+def evaluation_tasks(env, n, seed):
+    """The held-out tasks: an env's finite task list (`all_tasks`, e.g. GridNavi's 21 goals) cycled to n entries,
+    otherwise n draws from the test split with a generator seeded by `seed`."""
+    if hasattr(env.unwrapped, "all_tasks"):
+        tasks = env.unwrapped.all_tasks("test")
+        return [tasks[i % len(tasks)] for i in range(n)]
+    rng = np.random.default_rng(seed)
+    return [env.unwrapped.sample_task(rng, split="test") for _ in range(n)]
+
+
+# TRY NOT TO MODIFY: running statistics (VariBAD's normalisers)
+class RunningMeanStd(nn.Module):
+    """Running mean and variance (parallel algorithm); buffers, so they travel with the state_dict."""
+
+    def __init__(self, shape=()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x):
+        x = x.reshape(-1, *self.mean.shape).double()
+        batch_mean, batch_var, batch_count = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + batch_count
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.mean += delta * batch_count / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def normalize(self, x):
+        return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).to(x.dtype)
+
+
+class RewardNormalizer:
+    """Divides rewards by the running std of the discounted return (per env, reset at meta-episode ends), then
+    clips. The policy and critic see normalised rewards; the task encoder always sees raw rewards."""
+
+    def __init__(self, num_envs, gamma, clip):
+        self.rms, self.gamma, self.clip = RunningMeanStd(), gamma, clip
+        self.returns = np.zeros(num_envs)
+
+    def __call__(self, rewards, terminals):
+        self.returns = self.returns * self.gamma + rewards
+        self.rms.update(torch.as_tensor(self.returns))
+        self.returns[terminals] = 0.0
+        return np.clip(rewards / math.sqrt(self.rms.var.item() + 1e-8), -self.clip, self.clip)
+
+
+# ALGO LOGIC: the task encoder, trained by the PPO loss
+def encoder_actions(actions, action_space):
+    """The actions as the encoder sees them: discrete ones one-hot, continuous ones clipped as the env executed them."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return np.eye(action_space.n, dtype=np.float32)[actions]
+    return np.clip(actions, action_space.low, action_space.high).astype(np.float32)
+
+
+class Encoder(nn.Module):
+    """Embeddings of (a_t, r_t, s_t+1) -> GRU -> a linear read-out of 2 x latent_dim (deterministic). The prior
+    (t = 0) is the read-out of one GRU step on a zero input from the zero state; real sequences start from zero."""
+
+    def __init__(self, obs_dim, action_dim, args):
+        super().__init__()
+        self.action_embed = nn.Linear(action_dim, args.action_embedding_size) if args.action_embedding_size else None
+        self.reward_embed = nn.Linear(1, args.reward_embedding_size)
+        self.state_embed = nn.Linear(obs_dim, args.state_embedding_size)
+        input_size = args.action_embedding_size + args.reward_embedding_size + args.state_embedding_size
+        self.gru = nn.GRU(input_size, args.encoder_gru_hidden_size)
+        for name, param in self.gru.named_parameters():
+            nn.init.orthogonal_(param) if "weight" in name else nn.init.zeros_(param)
+        self.readout = nn.Linear(args.encoder_gru_hidden_size, 2 * args.latent_dim)
+
+    def embed(self, actions, rewards, next_obs):
+        parts = [F.relu(self.reward_embed(rewards)), F.relu(self.state_embed(next_obs))]
+        if self.action_embed is not None:
+            parts.insert(0, F.relu(self.action_embed(actions)))
+        return torch.cat(parts, -1)
+
+    def forward(self, actions, rewards, next_obs, hidden):
+        """Sequences (T, B, ...) and hidden (1, B, H) -> latents (T, B, 2 * latent_dim), hidden."""
+        out, hidden = self.gru(self.embed(actions, rewards, next_obs), hidden)
+        return self.readout(out), hidden
+
+    def prior(self, batch_size):
+        device = self.readout.weight.device
+        hidden = torch.zeros(1, batch_size, self.gru.hidden_size, device=device)
+        out, _ = self.gru(torch.zeros(1, batch_size, self.gru.input_size, device=device), hidden)
+        return self.readout(out[0]), hidden
+
+
+def encode_rollout(encoder, actions, rewards, next_obs, starts, hidden):
+    """META-RL LOGIC: the latents (T, N, 2L) that the policy saw at each step of a rollout, recomputed with gradients
+    in one batched GRU call. `starts[t, n]`: step t began a meta-episode (its latent is the prior and the memory
+    starts from zero); `hidden` (1, N, H): each env's state at the rollout's start (detached: the gradient stops
+    there). Each env's rollout is cut into segments at meta-episode starts and the segments run side by side."""
+    T, N = starts.shape
+    begins = starts.clone()
+    begins[0] = True
+    flat_begins = begins.T.reshape(-1)  # env-major: index n * T + t
+    segment = flat_begins.long().cumsum(0) - 1
+    index = torch.arange(N * T, device=starts.device)
+    first = index[flat_begins]
+    position = index - first[segment]
+    x = encoder.embed(actions, rewards, next_obs).transpose(0, 1).reshape(N * T, -1)
+    padded = x.new_zeros(int(position.max()) + 1, len(first), x.shape[-1])
+    padded[position, segment] = x
+    env = first // T
+    continues = ((first % T == 0) & ~starts[0, env]).view(1, -1, 1)
+    out, _ = encoder.gru(padded, torch.where(continues, hidden[:, env], torch.zeros_like(hidden[:, env])))
+    after = out[position, segment].view(N, T, -1).transpose(0, 1)  # the state after step t
+    before = torch.cat([hidden, after[:-1]])  # the state before step t (where no meta-episode starts)
+    prior, _ = encoder.prior(1)
+    return torch.where(starts.unsqueeze(-1), prior, encoder.readout(before))
+
+
+# ALGO LOGIC: the policy
+def normc_(weight, gain=1.0):
+    """normc: each output row ~ N(0, I), rescaled to L2 norm `gain` (VariBAD's and the hypernetwork papers' init)."""
+    with torch.no_grad():
+        weight.normal_()
+        weight.mul_(gain / weight.norm(dim=1, keepdim=True))
+    return weight
+
+
+def layer_init(layer, gain=5 / 3):
+    normc_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Agent(nn.Module):
+    """Standard policy: [tanh(state embedding) 256, tanh(latent embedding) 25] -> 256 -> 128 (tanh) -> head, with
+    separate actor and critic MLPs. The state is running-normalised, and so is the latent in VariBAD."""
+
+    def __init__(self, observation_space, action_space, args):
+        super().__init__()
+        obs_dim, latent_size = observation_space.shape[0], 2 * args.latent_dim
+        self.obs_rms, self.latent_rms = RunningMeanStd((obs_dim,)), RunningMeanStd((latent_size,))
+        self.state_embed = nn.Sequential(nn.Linear(obs_dim, args.policy_state_embedding_dim), nn.Tanh())
+        self.latent_embed = nn.Sequential(nn.Linear(latent_size, args.policy_latent_embedding_dim), nn.Tanh())
+        in_dim = args.policy_state_embedding_dim + args.policy_latent_embedding_dim
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        out_dim = action_space.n if self.discrete else action_space.shape[0]
+        head = nn.Linear(128, out_dim)
+        if self.discrete:
+            nn.init.orthogonal_(head.weight, 0.01)
+            nn.init.zeros_(head.bias)
+        else:
+            layer_init(head, gain=1.0)
+            self.actor_logstd = nn.Parameter(torch.zeros(1, out_dim))
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(in_dim, 256)), nn.Tanh(), layer_init(nn.Linear(256, 128)), nn.Tanh(), nn.Linear(128, 1)
+        )
+        self.actor = nn.Sequential(layer_init(nn.Linear(in_dim, 256)), nn.Tanh(), layer_init(nn.Linear(256, 128)), nn.Tanh(), head)
+
+    def features(self, obs, latent):
+        return torch.cat([self.state_embed(self.obs_rms.normalize(obs)), self.latent_embed(self.latent_rms.normalize(latent))], -1)
+
+    def get_value(self, obs, latent):
+        return self.critic(self.features(obs, latent))
+
+    def get_action_and_value(self, obs, latent, action=None, deterministic=False):
+        x = self.features(obs, latent)
+        return (*self.act(x, action, deterministic), self.critic(x))
+
+    def act(self, x, action=None, deterministic=False):
+        """(action, log-probability, entropy) from features x; samples unless an action is given (or the mode)."""
+        out = self.actor(x)
+        if self.discrete:
+            dist = Categorical(logits=out)
+            if action is None:
+                action = out.argmax(-1) if deterministic else dist.sample()
+            return action, dist.log_prob(action), dist.entropy()
+        dist = Normal(out, self.actor_logstd.expand_as(out).exp().clamp(min=1e-6))
+        if action is None:
+            action = out if deterministic else dist.sample()
+        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+
+
+# ALGO LOGIC: PPO's advantages
+def compute_gae(rewards, values, terminals, next_value, gamma, gae_lambda):
+    """GAE over a rollout (T, N). `terminals[t]` is 1 where step t ended the meta-episode: only there is the value
+    of the next state not bootstrapped. Inner episode ends are not terminal (METHOD.md decision 4)."""
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(rewards.shape[0])):
+        nextvalues = next_value if t == rewards.shape[0] - 1 else values[t + 1]
+        nextnonterminal = 1.0 - terminals[t]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+# TRY NOT TO MODIFY: evaluation
+@torch.no_grad()
+def evaluate(agent, encoder, args, tasks, device, video_dir=None):
+    """One meta-episode per held-out task, deterministic actions, starting from the encoder's prior.
+    Returns per-episode returns (num_tasks, episodes_per_task) and, where the env reports it, success flags."""
+    render_mode = "rgb_array" if video_dir else None
+    eval_envs = [make_env(args.env_id, args.episodes_per_task, "test", render_mode)() for _ in tasks]
+    if video_dir:
+        eval_envs[0] = gym.wrappers.RecordVideo(eval_envs[0], video_dir, episode_trigger=lambda _: True, disable_logger=True)
+    n, k = len(tasks), args.episodes_per_task
+    returns, successes = np.zeros((n, k)), np.zeros((n, k))
+    obs = np.stack([env.reset(seed=args.eval_seed + i, options={"task": task})[0] for i, (env, task) in enumerate(zip(eval_envs, tasks))])
+    latent, hidden = encoder.prior(n)
+    episode, active = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+    while active.any():
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        action, _, _ = agent.act(agent.features(obs_t, latent), deterministic=True)
+        action_np = action.cpu().numpy()
+        next_obs, rewards, enc_next = obs.copy(), np.zeros(n, dtype=np.float32), obs.copy()
+        for i in np.flatnonzero(active):
+            next_obs[i], rewards[i], terminated, _, info = eval_envs[i].step(action_np[i])
+            enc_next[i] = info.get("inner_final_obs", next_obs[i])
+            returns[i, episode[i]] += rewards[i]
+            successes[i, episode[i]] = max(successes[i, episode[i]], float(info.get("success", 0.0)))
+            if terminated or "inner_final_obs" in info:
+                episode[i] += 1
+            active[i] = not terminated
+        enc_action = torch.as_tensor(encoder_actions(action_np, eval_envs[0].action_space), device=device)
+        latent, hidden = encoder(
+            enc_action.unsqueeze(0), torch.as_tensor(rewards, device=device).view(1, n, 1),
+            torch.as_tensor(enc_next, dtype=torch.float32, device=device).unsqueeze(0), hidden,
+        )
+        latent = latent[0]
+        obs = next_obs
+    for env in eval_envs:
+        env.close()
+    return returns, successes
+
+
+# TRY NOT TO MODIFY: checkpoints and logging
+def save_checkpoint(path, **state):
+    """Atomic: write to a temporary file, then rename (a killed save never leaves a corrupt checkpoint)."""
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, env_id=None):
+    if not os.path.isfile(path):
+        sys.exit(f"error: checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})")
+    if not isinstance(ckpt, dict) or "args" not in ckpt or "agent" not in ckpt:
+        sys.exit(f"error: {path!r} is not a checkpoint of this repository's scripts")
+    if ckpt["script"] != os.path.basename(__file__):
+        sys.exit(f"error: {path!r} was written by {ckpt['script']}, not {os.path.basename(__file__)}")
+    if env_id is not None and ckpt["args"]["env_id"] != env_id:
+        sys.exit(f"error: {path!r} is a checkpoint for {ckpt['args']['env_id']}, not --env-id {env_id}")
+    return ckpt
+
+
+class Logger:
+    """Every metric to `runs/{run_name}/metrics.csv` (long format: global_step, wall_time, metric, value) and, with
+    --track, to wandb; a progress line on the console. wandb failures never stop training."""
+
+    def __init__(self, run_dir, args, run_name, resume=False):
+        self.csv_path = os.path.join(run_dir, "metrics.csv")
+        new = not (resume and os.path.exists(self.csv_path))
+        self.file = open(self.csv_path, "w" if new else "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(["global_step", "wall_time", "metric", "value"])
+        self.wandb, self.latest, self.last_print = None, {}, 0.0
+        if args.track:
+            self.wandb = self._init_wandb(args, run_name)
+
+    @staticmethod
+    def _init_wandb(args, run_name):
+        try:
+            import wandb
+        except ImportError:
+            warnings.warn("--track: wandb is not installed; metrics go to metrics.csv only")
+            return None
+        kwargs = dict(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_name,
+                      id=run_name.replace("/", "_"), resume="allow", save_code=True)
+        try:
+            return wandb.init(**kwargs)
+        except Exception as e:  # no network, no login, a failing server: fall back to an offline run
+            warnings.warn(f"wandb.init failed ({type(e).__name__}: {e}); logging offline instead (`wandb sync` later)")
+            try:
+                return wandb.init(mode="offline", **kwargs)
+            except Exception as e2:
+                warnings.warn(f"offline wandb failed too ({e2}); metrics go to metrics.csv only")
+                return None
+
+    def log(self, metrics, step):
+        now = time.time()
+        for name, value in metrics.items():
+            self.writer.writerow([step, f"{now:.3f}", name, f"{value:.6g}"])
+            self.latest[name] = value
+        if self.wandb is not None:
+            try:
+                self.wandb.log(metrics, step=step)
+            except Exception as e:
+                warnings.warn(f"wandb.log failed ({e}); continuing with metrics.csv only")
+                self.wandb = None
+
+    def progress(self, step, total, sps, force=False):
+        now = time.time()
+        if not force and now - self.last_print < (0.5 if sys.stdout.isatty() else 30):
+            return
+        self.last_print = now
+        eta = (total - step) / max(sps, 1e-9)
+        line = f"{step:>11,}/{total:,} frames ({100 * step / total:5.1f}%) | {sps:,.0f} SPS | ETA {eta / 3600:5.2f} h"
+        for name, label in (("charts/return", "train return"), ("eval/return", "eval return")):
+            if name in self.latest:
+                line += f" | {label} {self.latest[name]:.2f}"
+        print(("\r" + line) if sys.stdout.isatty() else line, end="" if sys.stdout.isatty() else "\n", flush=True)
+        self.file.flush()
+
+    def close(self):
+        if sys.stdout.isatty():
+            print()
+        self.file.close()
+        if self.wandb is not None:
+            try:
+                self.wandb.finish()
+            except Exception:
+                pass
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    ckpt = load_checkpoint(args.resume or args.eval_checkpoint, args.env_id) if (args.resume or args.eval_checkpoint) else None
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_envs % args.num_minibatches:
+        sys.exit(f"error: --num-envs {args.num_envs} must be a multiple of --num-minibatches {args.num_minibatches}"
+                 " (RL2's minibatches are whole env sequences)")
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if ckpt is not None:  # a resumed run keeps its name and folder; an evaluation records to `{name}-eval`
+        run_name = ckpt["run_name"] if args.resume else f"{ckpt['run_name']}-eval"
+    run_dir = os.path.join("runs", run_name)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        warnings.warn("--cuda was given but no GPU is available: running on the CPU")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    env_fns = [make_env(args.env_id, args.episodes_per_task) for _ in range(args.num_envs)]
+    vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
+    envs_ = vector_env(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    obs_space, action_space = envs_.single_observation_space, envs_.single_action_space
+    obs_dim = obs_space.shape[0]
+    action_dim = action_space.n if isinstance(action_space, gym.spaces.Discrete) else action_space.shape[0]
+    probe_env = make_env(args.env_id, args.episodes_per_task, "test")()
+    eval_tasks = evaluation_tasks(probe_env, args.num_eval_tasks, args.eval_seed)
+    probe_env.close()
+
+    agent = Agent(obs_space, action_space, args).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    encoder = Encoder(obs_dim, action_dim, args).to(device)
+    encoder_optimizer = optim.Adam(encoder.parameters(), lr=args.learning_rate, fused=True)  # its own Adam, same lr
+    reward_normalizer = RewardNormalizer(args.num_envs, args.gamma, args.reward_clip)
+    global_step, start_iteration = 0, 1
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+        encoder.load_state_dict(ckpt["encoder"])
+    if args.eval_checkpoint:
+        video_dir = os.path.join("videos", run_name) if args.capture_video else None
+        returns, successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
+        print(json.dumps({"checkpoint": args.eval_checkpoint, "return": returns.sum(1).mean(),
+                          "return_per_episode": returns.mean(0).tolist(), "success_per_episode": successes.mean(0).tolist()}))
+        sys.exit(0)
+    if args.resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        encoder_optimizer.load_state_dict(ckpt["encoder_optimizer"])
+        reward_normalizer.rms.load_state_dict(ckpt["reward_rms"])
+        global_step, start_iteration = ckpt["global_step"], ckpt["iteration"] + 1
+        print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
+    os.makedirs(run_dir, exist_ok=True)
+    logger = Logger(run_dir, args, run_name, resume=bool(args.resume))
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(dataclasses.asdict(args), f, indent=2)
+
+    def checkpoint(iteration):
+        save_checkpoint(
+            os.path.join(run_dir, "checkpoint.pt"), script=os.path.basename(__file__), run_name=run_name,
+            args=dataclasses.asdict(args), iteration=iteration, global_step=global_step, agent=agent.state_dict(),
+            encoder=encoder.state_dict(), optimizer=optimizer.state_dict(), encoder_optimizer=encoder_optimizer.state_dict(),
+            reward_rms=reward_normalizer.rms.state_dict(),
+        )
+
+    # ALGO Logic: Storage setup
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
+    latents = torch.zeros((args.num_steps, args.num_envs, 2 * args.latent_dim)).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape).to(device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    terminals = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    # META-RL LOGIC: what the encoder saw at every step, and where meta-episodes began, to re-run it in the update
+    enc_actions = torch.zeros((args.num_steps, args.num_envs, action_dim)).to(device)
+    raw_rewards = torch.zeros((args.num_steps, args.num_envs, 1)).to(device)
+    enc_next_obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
+    starts = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool).to(device)
+    episode_returns = np.zeros((args.num_envs, args.episodes_per_task))
+    episode_index = np.zeros(args.num_envs, dtype=np.int64)
+    finished_returns = []
+
+    # TRY NOT TO MODIFY: start the game
+    start_time, start_step = time.time(), global_step
+    next_obs, _ = envs_.reset(seed=args.seed + 1000 * (start_iteration - 1))
+    next_obs = torch.Tensor(next_obs).to(device)
+    with torch.no_grad():
+        next_latent, hidden = encoder.prior(args.num_envs)
+    next_start = torch.ones(args.num_envs, dtype=torch.bool, device=device)
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            optimizer.param_groups[0]["lr"] = encoder_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+        # META-RL LOGIC: the hidden state is carried across iterations; the update re-runs the encoder from here
+        initial_hidden = hidden.clone()
+
+        for step in range(0, args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            latents[step] = next_latent
+            starts[step] = next_start
+
+            # ALGO LOGIC: action logic
+            with torch.no_grad():  # the values are computed after the rollout, in one batch
+                action, logprob, _ = agent.act(agent.features(next_obs, next_latent))
+            actions[step] = action
+            logprobs[step] = logprob
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            action_np = action.cpu().numpy()
+            next_obs_np, reward, terminations, truncations, infos = envs_.step(action_np)
+            done = np.logical_or(terminations, truncations)
+            rewards[step] = torch.as_tensor(reward_normalizer(reward, done), device=device)
+            terminals[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
+
+            # META-RL LOGIC: the encoder sees the true next state of this transition: the inner episode's last
+            # observation at an inner episode end, the meta-episode's last one at a meta-episode end.
+            enc_next = next_obs_np.copy()
+            for key in ("inner_final_obs", "final_obs"):
+                if key in infos:
+                    mask = infos[f"_{key}"]
+                    enc_next[mask] = np.stack(infos[key][mask])
+            inner_end = infos.get("_inner_final_obs", np.zeros(args.num_envs, dtype=bool))
+            enc_action, cols = encoder_actions(action_np, action_space), np.arange(args.num_envs)
+            enc_actions[step] = torch.as_tensor(enc_action, device=device)
+            raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
+            enc_next_obs[step] = torch.as_tensor(enc_next, device=device)
+            with torch.no_grad():
+                next_latent, hidden = encoder(
+                    torch.as_tensor(enc_action, device=device).unsqueeze(0),
+                    torch.as_tensor(reward, dtype=torch.float32, device=device).view(1, -1, 1),
+                    torch.as_tensor(enc_next, device=device).unsqueeze(0), hidden,
+                )
+                next_latent = next_latent[0]
+            episode_returns[cols, episode_index] += reward
+            episode_index += inner_end
+            for i in np.flatnonzero(done):  # META-RL LOGIC: a finished meta-episode: reset the memory
+                finished_returns.append(episode_returns[i].copy())
+                episode_index[i], episode_returns[i] = 0, 0.0
+            next_start = torch.as_tensor(done, device=device)
+            if done.any():
+                with torch.no_grad():
+                    prior, _ = encoder.prior(1)
+                reset = torch.as_tensor(done, device=device)
+                next_latent = torch.where(reset.unsqueeze(-1), prior, next_latent)
+                hidden = torch.where(reset.view(1, -1, 1), torch.zeros_like(hidden), hidden)
+            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+
+        metrics = {}
+        if finished_returns:
+            per_episode = np.mean(finished_returns, axis=0)
+            metrics["charts/return"] = per_episode.sum()
+            metrics.update({f"charts/return_ep{k + 1}": r for k, r in enumerate(per_episode)})
+            finished_returns = []
+
+        if global_step >= args.precollect_frames:
+            # the rollout's values in one batch (cheaper than step by step), and the bootstrap value
+            with torch.no_grad():
+                values = agent.get_value(obs.flatten(0, 1), latents.flatten(0, 1)).view(args.num_steps, args.num_envs)
+                next_value = agent.get_value(next_obs, next_latent).reshape(1, -1)
+            advantages, returns = compute_gae(rewards, values, terminals, next_value, args.gamma, args.gae_lambda)
+
+            # flatten the batch
+            b_obs = obs.reshape((-1,) + obs_space.shape)
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape((-1,) + action_space.shape)
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
+            if args.norm_adv:  # over the whole rollout (VariBAD), not per minibatch
+                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-5)
+            # META-RL LOGIC: the state normaliser is updated once per iteration, from the whole rollout; the RL2 latent
+            # is not normalised (latent_rms keeps mean 0 and variance 1), so the PPO gradient reaches the encoder as is
+            agent.obs_rms.update(b_obs)
+
+            # Optimizing the policy, value network and encoder: minibatches of whole env sequences
+            envinds = np.arange(args.num_envs)
+            flatinds = np.arange(args.batch_size).reshape(args.num_steps, args.num_envs)
+            envsperbatch = args.num_envs // args.num_minibatches
+            clipfracs, encoder_grad_norms = [], []
+            for epoch in range(args.update_epochs):
+                np.random.shuffle(envinds)
+                for start in range(0, args.num_envs, envsperbatch):
+                    mbenvinds = envinds[start : start + envsperbatch]
+                    mb_inds = flatinds[:, mbenvinds].ravel()  # be really careful about the index
+                    # META-RL LOGIC: re-run the encoder over these envs' rollouts, so the PPO loss reaches it
+                    mb_latents = encode_rollout(encoder, enc_actions[:, mbenvinds], raw_rewards[:, mbenvinds],
+                                                enc_next_obs[:, mbenvinds], starts[:, mbenvinds], initial_hidden[:, mbenvinds])
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                        b_obs[mb_inds], mb_latents.flatten(0, 1), b_actions.long()[mb_inds] if agent.discrete else b_actions[mb_inds]
+                    )
+                    logratio = newlogprob - b_logprobs[mb_inds]
+                    ratio = logratio.exp()
+                    with torch.no_grad():
+                        old_approx_kl = (-logratio).mean()
+                        approx_kl = ((ratio - 1) - logratio).mean()
+                        clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+                    mb_advantages = b_advantages[mb_inds]
+
+                    # Policy loss
+                    pg_loss1 = -mb_advantages * ratio
+                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                    # Value loss: Huber, clipped with the same epsilon, times 0.5 (VariBAD's)
+                    newvalue = newvalue.view(-1)
+                    v_loss_unclipped = F.smooth_l1_loss(newvalue, b_returns[mb_inds], reduction="none")
+                    if args.clip_vloss:
+                        v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef)
+                        v_loss_clipped = F.smooth_l1_loss(v_clipped, b_returns[mb_inds], reduction="none")
+                        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                    else:
+                        v_loss = 0.5 * v_loss_unclipped.mean()
+
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    optimizer.zero_grad()
+                    encoder_optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    encoder_grad_norms.append(nn.utils.clip_grad_norm_(encoder.parameters(), args.encoder_max_grad_norm).item())
+                    optimizer.step()
+                    encoder_optimizer.step()
+
+            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+            metrics.update({
+                "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item(),
+                "losses/policy_loss": pg_loss.item(), "losses/entropy": entropy_loss.item(),
+                "losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item(),
+                "losses/clipfrac": np.mean(clipfracs), "losses/explained_variance": explained_var,
+                "losses/encoder_grad_norm": np.mean(encoder_grad_norms),
+            })
+
+        sps = (global_step - start_step) / (time.time() - start_time)
+        metrics["charts/SPS"] = sps
+        last = iteration == args.num_iterations
+        if (args.eval_every and iteration % args.eval_every == 0) or last:
+            eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device)
+            metrics["eval/return"] = eval_returns.sum(1).mean()
+            metrics.update({f"eval/return_ep{k + 1}": r for k, r in enumerate(eval_returns.mean(0))})
+            if args.env_id.startswith("MetaWorld"):
+                metrics["eval/success"] = eval_successes.max(1).mean()
+        logger.log(metrics, global_step)
+        logger.progress(global_step, args.total_timesteps, sps, force=last)
+        if args.save_model and (iteration % args.save_every == 0 or last):
+            checkpoint(iteration)
+
+    # final evaluation on the held-out tasks, with the per-episode returns of every task
+    video_dir = os.path.join("videos", run_name) if args.capture_video else None
+    eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump({"env_id": args.env_id, "global_step": global_step, "tasks": [np.asarray(t).tolist() for t in eval_tasks],
+                   "return": float(eval_returns.sum(1).mean()), "return_per_episode": eval_returns.mean(0).tolist(),
+                   "returns": eval_returns.tolist(), "successes": eval_successes.tolist()}, f, indent=1)
+    envs_.close()
+    logger.close()
