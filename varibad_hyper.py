@@ -707,7 +707,7 @@ def load_checkpoint(path, env_id=None):
         sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})")
     if not isinstance(ckpt, dict) or "args" not in ckpt or "agent" not in ckpt:
         sys.exit(f"error: {path!r} is not a checkpoint of this repository's scripts")
-    if ckpt["script"] != os.path.basename(__file__):
+    if ckpt.get("script") != os.path.basename(__file__):
         sys.exit(f"error: {path!r} was written by {ckpt['script']}, not {os.path.basename(__file__)}")
     if env_id is not None and ckpt["args"]["env_id"] != env_id:
         sys.exit(f"error: {path!r} is a checkpoint for {ckpt['args']['env_id']}, not --env-id {env_id}")
