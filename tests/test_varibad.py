@@ -299,3 +299,18 @@ def test_tracking_with_wandb_offline(tmp_path):
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "eval.json").exists()
+
+
+def test_async_envs_give_the_same_training_data_as_sync_ones(tmp_path):
+    """AsyncVectorEnv steps the same environments in subprocesses: with the same seed, the same returns."""
+    flags = ["--env-id", "GridNavi", "--num-envs", "4", "--num-minibatches", "2", "--total-timesteps", "480",
+             "--precollect-frames", "0", "--eval-every", "0", "--num-eval-tasks", "1", "--seed", "2"]
+    returns = []
+    for extra in ([], ["--async-envs"]):
+        (tmp_path / str(len(extra))).mkdir()
+        out = run_script(tmp_path / str(len(extra)), *flags, *extra)
+        assert out.returncode == 0, out.stderr
+        (run_dir,) = (tmp_path / str(len(extra)) / "runs").iterdir()
+        returns.append([line for line in (run_dir / "metrics.csv").read_text().splitlines() if ",charts/return," in line])
+    assert len(returns[0]) == 2
+    assert [r.split(",")[3] for r in returns[0]] == [r.split(",")[3] for r in returns[1]]
