@@ -17,8 +17,11 @@ import csv
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
+import pickle
 import random
+import signal
 import sys
 import time
 import warnings
@@ -208,7 +211,70 @@ def parse_args(argv=None) -> Args:
             env_id = arg.split("=", 1)[1]
     if env_id not in envs.ENV_IDS:
         sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
-    return tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
+    args = tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
+    error = args_error(args)
+    if error:
+        sys.exit(f"error: {error}")
+    return args
+
+
+# the fields of every script that must be > 0 (the other numbers must be >= 0; absent fields are skipped)
+POSITIVE = ("total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "clip_coef",
+            "max_grad_norm", "encoder_max_grad_norm", "adam_eps", "reward_clip", "gamma", "episodes_per_task",
+            "num_eval_tasks", "save_every", "latent_dim", "encoder_gru_hidden_size", "reward_embedding_size",
+            "state_embedding_size", "policy_state_embedding_dim", "policy_latent_embedding_dim", "vae_lr",
+            "vae_batch_num_trajs", "vae_buffer_size")
+
+
+def args_error(args):
+    """The first problem with `args`, as one line saying what is wrong and what would be right; None if none."""
+    for field in dataclasses.fields(args):
+        name, value, flag = field.name, getattr(args, field.name), "--" + field.name.replace("_", "-")
+        if field.name in ("batch_size", "minibatch_size", "num_iterations") or isinstance(value, (bool, str, type(None))):
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        if not all(math.isfinite(v) for v in values):
+            return f"{flag} is {value}; it must be a finite number"
+        if isinstance(value, tuple):
+            if not all(v > 0 for v in values):
+                return f"{flag} {' '.join(map(str, value))}: every layer size must be > 0"
+            continue
+        if name in POSITIVE and value <= 0:
+            return f"{flag} is {value}; it must be > 0"
+        if value < 0:
+            return f"{flag} is {value}; it must be >= 0"
+    if args.gamma > 1 or args.gae_lambda > 1:
+        return f"--gamma {args.gamma} and --gae-lambda {args.gae_lambda} must be at most 1"
+    batch = args.num_envs * args.num_steps
+    if batch % args.num_minibatches:
+        return (f"--num-minibatches {args.num_minibatches} does not divide the rollout of --num-envs {args.num_envs} x "
+                f"--num-steps {args.num_steps} = {batch} frames")
+    if args.total_timesteps < batch:
+        return (f"--total-timesteps {args.total_timesteps} is less than one rollout (--num-envs {args.num_envs} x "
+                f"--num-steps {args.num_steps} = {batch} frames)")
+    if args.resume and args.eval_checkpoint:
+        return "give either --resume (continue training) or --eval-checkpoint (evaluate only), not both"
+    return None
+
+
+# flags that a resumed run (or an evaluated checkpoint) may change on the command line; it keeps all the others
+RUNTIME_FLAGS = ("cuda", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_model", "save_every",
+                 "async_envs", "eval_every", "num_eval_tasks")
+
+
+def checkpoint_args(args, ckpt):
+    """The checkpoint's settings, with the RUNTIME_FLAGS given on the command line. Any other setting given that
+    differs from the checkpoint's stops with an error, rather than silently changing the run."""
+    given, preset = dataclasses.asdict(args), dataclasses.asdict(apply_preset(Args(env_id=args.env_id)))
+    saved = {k: v for k, v in ckpt["args"].items() if k in given}
+    for name, value in given.items():
+        if value == preset[name] or name not in saved or value == saved[name]:
+            continue  # not given (a flag equal to the preset is taken as not given), or the same
+        if name not in RUNTIME_FLAGS and name not in ("resume", "eval_checkpoint"):
+            sys.exit(f"error: --{name.replace('_', '-')} {value} differs from the checkpoint's {saved[name]}; a run "
+                     "keeps its settings (start a new run to change them)")
+        saved[name] = value
+    return Args(**{**saved, "resume": args.resume, "eval_checkpoint": args.eval_checkpoint})
 
 
 # TRY NOT TO MODIFY: environments
@@ -262,6 +328,8 @@ class MetaEpisodeWrapper(gym.Wrapper):
 
 def make_env(env_id, episodes_per_task, split="train", render_mode=None):
     def thunk():
+        if multiprocessing.parent_process() is not None:  # an --async-envs worker: Ctrl-C is for the main process
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         return MetaEpisodeWrapper(gym.make(env_id, render_mode=render_mode), episodes_per_task, split)
 
     return thunk
@@ -632,17 +700,70 @@ def load_checkpoint(path, env_id=None):
     return ckpt
 
 
+def random_state():
+    """Every global generator the training loop draws from (torch: actions; numpy: minibatch shuffles)."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_random_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def env_snapshot(vector_env):
+    """The envs' exact state for an exact resume, where one can be taken: the pure-Python envs (GridNavi, TMaze:
+    `snapshot_by_pickle`) in a SyncVectorEnv are pickled whole. MuJoCo's and Meta-World's simulators do not pickle
+    with their state, and --async-envs keeps the envs in other processes: those runs resume with fresh meta-episodes."""
+    if isinstance(vector_env, gym.vector.SyncVectorEnv) and getattr(vector_env.envs[0].unwrapped, "snapshot_by_pickle", False):
+        return pickle.dumps(vector_env.envs)
+    return None
+
+
+class StopSignal:
+    """SIGINT (Ctrl-C) or SIGTERM asks the training loop to stop at the end of the current iteration, after a
+    checkpoint; a second signal stops at once (the last checkpoint is intact: saves are atomic)."""
+
+    def __init__(self):
+        self.signum = None
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+    def handle(self, signum, frame):
+        if self.signum is not None:
+            sys.exit(128 + signum)
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (a checkpoint is saved); send it again to "
+              "stop at once", flush=True)
+
+
+def nonfinite(metrics, modules):
+    """The name of the first non-finite loss, parameter or normaliser statistic, or None."""
+    for name, value in metrics.items():
+        if name.startswith("losses/") and name != "losses/explained_variance" and not math.isfinite(value):
+            return name
+    for module_name, module in modules.items():
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                return f"{module_name}.{name}"
+    return None
+
+
 class Logger:
     """Every metric to `runs/{run_name}/metrics.csv` (long format: global_step, wall_time, metric, value) and, with
     --track, to wandb; a progress line on the console. wandb failures never stop training."""
 
-    def __init__(self, run_dir, args, run_name, resume=False):
+    def __init__(self, run_dir, args, run_name, resume_step=None):
         self.csv_path = os.path.join(run_dir, "metrics.csv")
-        new = not (resume and os.path.exists(self.csv_path))
-        self.file = open(self.csv_path, "w" if new else "a", newline="")
+        rows = [["global_step", "wall_time", "metric", "value"]]
+        if resume_step is not None and os.path.exists(self.csv_path):  # drop what was logged after the checkpoint
+            with open(self.csv_path, newline="") as f:
+                rows += [row for row in list(csv.reader(f))[1:] if int(row[0]) <= resume_step]
+        with open(f"{self.csv_path}.tmp", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.replace(f"{self.csv_path}.tmp", self.csv_path)
+        self.file = open(self.csv_path, "a", newline="")
         self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(["global_step", "wall_time", "metric", "value"])
         self.wandb, self.latest, self.last_print = None, {}, 0.0
         if args.track:
             self.wandb = self._init_wandb(args, run_name)
@@ -691,6 +812,10 @@ class Logger:
         print(("\r" + line) if sys.stdout.isatty() else line, end="" if sys.stdout.isatty() else "\n", flush=True)
         self.file.flush()
 
+    def flush(self):
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
     def close(self):
         if sys.stdout.isatty():
             print()
@@ -705,6 +830,8 @@ class Logger:
 if __name__ == "__main__":
     args = parse_args()
     ckpt = load_checkpoint(args.resume or args.eval_checkpoint, args.env_id) if (args.resume or args.eval_checkpoint) else None
+    if ckpt is not None:  # a resumed (or evaluated) run keeps the checkpoint's settings
+        args = checkpoint_args(args, ckpt)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = args.total_timesteps // args.batch_size
@@ -742,7 +869,7 @@ if __name__ == "__main__":
     vae_buffer = TrajectoryBuffer(args.vae_buffer_size, max_meta_len, obs_dim, action_dim)
     vae_rng = np.random.default_rng(args.seed)
     reward_normalizer = RewardNormalizer(args.num_envs, args.gamma, args.reward_clip)
-    global_step, start_iteration = 0, 1
+    global_step, start_iteration, saved_iteration = 0, 1, 0
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
         encoder.load_state_dict(ckpt["encoder"])
@@ -760,20 +887,32 @@ if __name__ == "__main__":
         vae_rng.bit_generator.state = ckpt["vae_rng"]
         reward_normalizer.rms.load_state_dict(ckpt["reward_rms"])
         global_step, start_iteration = ckpt["global_step"], ckpt["iteration"] + 1
+        saved_iteration = ckpt["iteration"]
         print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
     os.makedirs(run_dir, exist_ok=True)
-    logger = Logger(run_dir, args, run_name, resume=bool(args.resume))
+    logger = Logger(run_dir, args, run_name, resume_step=global_step if args.resume else None)
     with open(os.path.join(run_dir, "args.json"), "w") as f:
         json.dump(dataclasses.asdict(args), f, indent=2)
 
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+
     def checkpoint(iteration):
+        """Everything the next iteration depends on, so that a resumed run continues exactly (see env_snapshot)."""
+        logger.flush()
+        snapshot = env_snapshot(envs_)
+        rollout = None if snapshot is None else dict(
+            envs=snapshot, next_obs=next_obs, running=running, running_len=running_len, episode_returns=episode_returns,
+            episode_index=episode_index, reward_returns=reward_normalizer.returns,
+        )
         save_checkpoint(
-            os.path.join(run_dir, "checkpoint.pt"), script=os.path.basename(__file__), run_name=run_name,
+            checkpoint_path, script=os.path.basename(__file__), run_name=run_name,
             args=dataclasses.asdict(args), iteration=iteration, global_step=global_step, agent=agent.state_dict(),
             encoder=encoder.state_dict(), decoder=decoder.state_dict(), optimizer=optimizer.state_dict(),
             vae_optimizer=vae_optimizer.state_dict(), vae_buffer=vae_buffer.state_dict(),
             vae_rng=vae_rng.bit_generator.state, reward_rms=reward_normalizer.rms.state_dict(),
+            random_state=random_state(), rollout=rollout,
         )
+        return iteration
 
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
@@ -799,6 +938,20 @@ if __name__ == "__main__":
     start_time, start_step = time.time(), global_step
     next_obs, _ = envs_.reset(seed=args.seed + 1000 * (start_iteration - 1))
     next_obs = torch.Tensor(next_obs).to(device)
+    if args.resume:
+        rollout = ckpt.get("rollout")
+        if rollout is not None:  # META-RL LOGIC: every env continues its meta-episode where it stopped
+            envs_.envs = pickle.loads(rollout["envs"])
+            next_obs = rollout["next_obs"].to(device)
+            running, running_len = rollout["running"], rollout["running_len"]
+            episode_returns, episode_index = rollout["episode_returns"], rollout["episode_index"]
+            reward_normalizer.returns = rollout["reward_returns"]
+        else:
+            warnings.warn(f"{args.env_id} envs cannot be restored exactly (see env_snapshot): the resumed run starts "
+                          "fresh meta-episodes")
+        set_random_state(ckpt["random_state"])
+    video_dir = os.path.join("videos", run_name) if args.capture_video else None
+    stop = StopSignal()  # Ctrl-C / SIGTERM: checkpoint at the end of the iteration, then exit
     for iteration in range(start_iteration, args.num_iterations + 1):
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -969,19 +1122,29 @@ if __name__ == "__main__":
         metrics["charts/SPS"] = sps
         last = iteration == args.num_iterations
         if (args.eval_every and iteration % args.eval_every == 0) or last:
-            eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device)
+            eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir if last else None)
             metrics["eval/return"] = eval_returns.sum(1).mean()
             metrics.update({f"eval/return_ep{k + 1}": r for k, r in enumerate(eval_returns.mean(0))})
             if args.env_id.startswith("MetaWorld"):
                 metrics["eval/success"] = eval_successes.max(1).mean()
         logger.log(metrics, global_step)
         logger.progress(global_step, args.total_timesteps, sps, force=last)
-        if args.save_model and (iteration % args.save_every == 0 or last):
-            checkpoint(iteration)
+        problem = nonfinite(metrics, {"agent": agent, "encoder": encoder, "decoder": decoder})
+        if problem:  # stop before the bad state reaches a checkpoint
+            kept = (f"the last good checkpoint, {checkpoint_path} (iteration {saved_iteration}), is kept" if saved_iteration
+                    else "no checkpoint was saved (--save-model keeps one every --save-every iterations)")
+            sys.exit(f"error: non-finite {problem} at iteration {iteration} ({global_step:,} frames); {kept}")
+        if (args.save_model and (iteration % args.save_every == 0 or last)) or stop.signum:
+            saved_iteration = checkpoint(iteration)
+        if stop.signum:
+            print(f"{signal.Signals(stop.signum).name}: stopped at iteration {iteration} ({global_step:,} frames); "
+                  f"continue with --resume {checkpoint_path}", flush=True)
+            logger.close()
+            sys.exit(128 + stop.signum)
 
-    # final evaluation on the held-out tasks, with the per-episode returns of every task
-    video_dir = os.path.join("videos", run_name) if args.capture_video else None
-    eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
+    # the final evaluation on the held-out tasks (the last iteration's), with the per-episode returns of every task
+    if start_iteration > args.num_iterations:  # a finished run resumed: evaluate again
+        eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump({"env_id": args.env_id, "global_step": global_step, "tasks": [np.asarray(t).tolist() for t in eval_tasks],
                    "return": float(eval_returns.sum(1).mean()), "return_per_episode": eval_returns.mean(0).tolist(),

@@ -34,6 +34,9 @@ class TaskEnvMixin:
     (the generator has already been seeded)."""
 
     _task: np.ndarray | None = None
+    # True where pickling the env (with its wrappers) captures its whole state, so that a training run can be resumed
+    # exactly (pure-Python envs); MuJoCo-based envs re-create their simulator when unpickled.
+    snapshot_by_pickle: bool = False
 
     def sample_task(self, rng: np.random.Generator, split: str = "train") -> np.ndarray:
         raise NotImplementedError

@@ -40,6 +40,8 @@ class GridNavi(TaskEnvMixin, gym.Env):
       test split uses the same distribution (evaluate on all of ``GOALS`` for exact numbers, see BOUNDS.md).
     """
 
+    snapshot_by_pickle = True  # pure Python and numpy: a pickle holds the whole state
+
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(self, variant: str = "sparse", render_mode: str | None = None):

@@ -31,6 +31,8 @@ class TMaze(TaskEnvMixin, gym.Env):
       original timeout) is never reached.
     """
 
+    snapshot_by_pickle = True  # pure Python and numpy: a pickle holds the whole state
+
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, length: int = 100, indicator_pos: int = 1, render_mode: str | None = None):

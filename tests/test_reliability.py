@@ -1,0 +1,246 @@
+"""Reliability of the four training scripts (identically): bad input, non-finite values, signals, exact resume,
+determinism, checkpoint checks and wandb failures. Subprocess tests with tiny budgets; signals are sent from here."""
+
+import csv
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import rl2_hyper
+import rl2_standard
+import varibad_hyper
+import varibad_standard
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = [varibad_standard, varibad_hyper, rl2_standard, rl2_hyper]
+SCRIPTS = [os.path.basename(m.__file__) for m in MODULES]
+# 2 envs x 25 steps: iterations end in the middle of GridNavi's 60-step meta-episodes, so a resume must restore
+# unfinished meta-episodes (VariBAD's running trajectories, RL2's hidden state), not only the networks.
+TINY = ["--env-id", "GridNavi", "--num-envs", "2", "--num-steps", "25", "--num-minibatches", "2",
+        "--precollect-frames", "100", "--num-eval-tasks", "2", "--eval-every", "4"]
+
+
+def run(script, args, cwd, env=None, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, **kwargs)
+
+
+def metrics(run_dir):
+    """metrics.csv without what depends on the clock."""
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return [(r["global_step"], r["metric"], r["value"]) for r in csv.DictReader(f) if r["metric"] != "charts/SPS"]
+
+
+def only_run(cwd):
+    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
+    return run_dir
+
+
+def interrupt(script, args, cwd, signum, after_rows=20):
+    """Starts a run and sends `signum` once its metrics.csv has `after_rows` rows (a few iterations)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        paths = glob.glob(os.path.join(cwd, "runs", "*", "metrics.csv"))
+        if paths and sum(1 for _ in open(paths[0])) > after_rows:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before the signal:\n{proc.stderr.read()}"
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+# -- bad input: one line, non-zero exit, no traceback, nothing started ------------------------------------------------
+
+BAD = [
+    (["--env-id", "GridNav"], "unknown --env-id 'GridNav'; valid ids: GridNavi"),
+    (["--total-timesteps", "0"], "--total-timesteps is 0; it must be > 0"),
+    (["--num-envs", "-2"], "--num-envs is -2; it must be > 0"),
+    (["--num-steps", "0"], "--num-steps is 0; it must be > 0"),
+    (["--num-minibatches", "7"], "--num-minibatches 7 does not divide the rollout of --num-envs 16 x --num-steps 60"),
+    (["--total-timesteps", "100"], "--total-timesteps 100 is less than one rollout"),
+    (["--latent-dim", "0"], "--latent-dim is 0; it must be > 0"),
+    (["--learning-rate", "nan"], "--learning-rate is nan; it must be a finite number"),
+    (["--ent-coef", "inf"], "--ent-coef is inf; it must be a finite number"),
+    (["--vf-coef", "-1"], "--vf-coef is -1.0; it must be >= 0"),
+    (["--gamma", "1.5"], "--gamma 1.5 and --gae-lambda 0.95 must be at most 1"),
+    (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "give either --resume"),
+]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=SCRIPTS)
+@pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_clear_line(module, argv, message):
+    argv = argv if "--env-id" in argv else ["--env-id", "GridNavi", *argv]
+    with pytest.raises(SystemExit) as e:
+        module.parse_args(argv)
+    assert str(e.value.code).startswith("error: ") and message in str(e.value.code)
+    assert "\n" not in str(e.value.code)
+
+
+def test_rl2_minibatches_must_be_whole_envs(tmp_path):
+    result = run("rl2_hyper.py", ["--env-id", "GridNavi", "--num-minibatches", "3", "--num-steps", "3"], tmp_path)
+    assert result.returncode == 1 and "must be a multiple of --num-minibatches 3" in result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_input_exits_before_anything_starts(script, tmp_path):
+    result = run(script, ["--env-id", "GridNavi", "--num-minibatches", "7"], tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: --num-minibatches 7 does not divide the rollout of --num-envs 16 x --num-steps 60 = 960 frames"]
+    assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "runs")
+
+
+def test_bad_checkpoints_are_refused(tmp_path, finished_runs):
+    not_a_checkpoint = tmp_path / "junk.pt"
+    not_a_checkpoint.write_bytes(os.urandom(1000))
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    ckpt = os.path.join(finished_runs["varibad_hyper.py"], "checkpoint.pt")
+    cases = [
+        ("varibad_hyper.py", ["--resume", str(tmp_path / "missing.pt")], "does not exist"),
+        ("varibad_hyper.py", ["--eval-checkpoint", str(not_a_checkpoint)], "is not a readable checkpoint"),
+        ("varibad_hyper.py", ["--resume", str(tmp_path / "foreign.pt")], "is not a checkpoint of this repository's scripts"),
+        ("rl2_hyper.py", ["--resume", ckpt], "was written by varibad_hyper.py, not rl2_hyper.py"),
+        ("varibad_hyper.py", ["--env-id", "TMaze", "--resume", ckpt], "is a checkpoint for GridNavi, not --env-id TMaze"),
+        ("varibad_hyper.py", ["--resume", ckpt, "--latent-dim", "7"], "--latent-dim 7 differs from the checkpoint's 5"),
+    ]
+    for script, argv, message in cases:
+        argv = argv if "--env-id" in argv else ["--env-id", "GridNavi", *argv]
+        result = run(script, argv, tmp_path)
+        assert result.returncode == 1, (argv, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (argv, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not os.path.exists(tmp_path / "runs")
+
+
+# -- determinism, signals, exact resume -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    """One uninterrupted tiny run per script (24 iterations), with its checkpoint."""
+    runs = {}
+    for script in SCRIPTS:
+        cwd = tmp_path_factory.mktemp(script.replace(".py", ""))
+        result = run(script, [*TINY, "--seed", "5", "--total-timesteps", "1200", "--save-model"], cwd)
+        assert result.returncode == 0, result.stderr
+        runs[script] = only_run(cwd)
+    return runs
+
+
+@pytest.mark.parametrize("script", ["varibad_hyper.py", "rl2_hyper.py"])
+def test_same_seed_same_metrics(script, tmp_path, finished_runs):
+    result = run(script, [*TINY, "--seed", "5", "--total-timesteps", "1200"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert metrics(only_run(tmp_path)) == metrics(finished_runs[script])
+
+
+@pytest.mark.parametrize("script,signum", [("varibad_standard.py", signal.SIGINT), ("varibad_hyper.py", signal.SIGTERM),
+                                           ("rl2_standard.py", signal.SIGTERM), ("rl2_hyper.py", signal.SIGINT)])
+def test_interrupted_and_resumed_run_equals_uninterrupted(script, signum, tmp_path, finished_runs):
+    # no --save-model: a signal saves a checkpoint anyway
+    code, out, err = interrupt(script, [*TINY, "--seed", "5", "--total-timesteps", "1200"], tmp_path, signum)
+    run_dir = only_run(tmp_path)
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    assert code == 128 + signum, err
+    assert f"{signal.Signals(signum).name}: stopped at iteration" in out and f"--resume {os.path.relpath(ckpt, tmp_path)}" in out
+    assert "Traceback" not in err and os.path.isfile(ckpt) and not os.path.exists(f"{ckpt}.tmp")
+    stopped_at = torch.load(ckpt, weights_only=False)["iteration"]
+    assert 1 <= stopped_at < 24 and not os.path.exists(os.path.join(run_dir, "eval.json"))
+
+    result = run(script, ["--env-id", "GridNavi", "--resume", ckpt], tmp_path)  # settings come from the checkpoint
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {os.path.basename(run_dir)} at iteration {stopped_at + 1}" in result.stdout
+    assert metrics(run_dir) == metrics(finished_runs[script])
+    with open(os.path.join(run_dir, "eval.json")) as f, open(os.path.join(finished_runs[script], "eval.json")) as g:
+        assert f.read() == g.read()
+
+
+def test_rows_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path, finished_runs):
+    """A run killed without warning (SIGKILL) resumes from its last checkpoint; what it logged after that checkpoint
+    is dropped, so metrics.csv has each iteration once and equals the uninterrupted run's."""
+    script = "varibad_standard.py"
+    code, _, _ = interrupt(script, [*TINY, "--seed", "5", "--total-timesteps", "1200", "--save-model", "--save-every", "5"],
+                           tmp_path, signal.SIGKILL, after_rows=150)
+    assert code == -signal.SIGKILL
+    run_dir = only_run(tmp_path)
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["iteration"] % 5 == 0
+    result = run(script, ["--env-id", "GridNavi", "--resume", ckpt], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert metrics(run_dir) == metrics(finished_runs[script])
+
+
+def test_resuming_a_finished_run_only_evaluates(tmp_path, finished_runs):
+    ckpt = os.path.join(finished_runs["rl2_standard.py"], "checkpoint.pt")
+    result = run("rl2_standard.py", ["--env-id", "GridNavi", "--resume", ckpt], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout and "at iteration 25" in result.stdout
+
+
+def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    # an absurd learning rate: the first PPO update (after 2 precollection iterations) makes the policy non-finite
+    result = run("varibad_hyper.py", [*TINY, "--learning-rate", "1e30", "--save-model", "--save-every", "1"], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: non-finite ") and " at iteration 3 (150 frames)" in line
+    ckpt = os.path.join(only_run(tmp_path), "checkpoint.pt")
+    assert f"the last good checkpoint, {ckpt} (iteration 2), is kept" in line
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["iteration"] == 2 and all(torch.isfinite(v).all() for v in saved["agent"].values() if v.is_floating_point())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+def test_cuda_without_gpu_warns_and_runs_on_the_cpu(tmp_path):
+    result = run("rl2_hyper.py", [*TINY, "--total-timesteps", "100", "--cuda"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--cuda was given but no GPU is available: running on the CPU" in result.stderr
+
+
+# -- wandb failures never stop training --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["no-login", "no-server"])
+def test_wandb_failures_fall_back_to_offline(case, tmp_path):
+    env = {"HOME": str(tmp_path), "WANDB_DIR": str(tmp_path), "WANDB_MODE": "", "WANDB_API_KEY": "",
+           "WANDB_INIT_TIMEOUT": "5"}
+    if case == "no-server":  # a key, but the server refuses connections
+        env.update(WANDB_API_KEY="a" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    result = run("varibad_standard.py", [*TINY, "--total-timesteps", "100", "--track"], tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("logging offline instead") == 1
+    assert os.path.isfile(os.path.join(only_run(tmp_path), "eval.json"))
+    assert glob.glob(os.path.join(tmp_path, "wandb", "offline-run-*"))
+
+
+def test_wandb_log_failure_warns_once_and_training_goes_on(tmp_path):
+    class Broken:
+        calls = 0
+
+        def log(self, *args, **kwargs):
+            Broken.calls += 1
+            raise ConnectionError("server gone")
+
+        def finish(self):
+            pass
+
+    args = varibad_standard.Args()
+    logger = varibad_standard.Logger(str(tmp_path), args, "run")
+    logger.wandb = Broken()
+    with pytest.warns(UserWarning, match="wandb.log failed"):
+        logger.log({"a": 1.0}, 1)
+    logger.log({"a": 2.0}, 2)  # no second warning, no exception
+    logger.close()
+    assert Broken.calls == 1
+    with open(tmp_path / "metrics.csv") as f:
+        assert len(f.read().strip().splitlines()) == 3
