@@ -927,6 +927,8 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    # no argument validation in the action distributions: it costs time, and a NaN must reach the non-finite check
+    torch.distributions.Distribution.set_default_validate_args(False)
     if args.cuda and not torch.cuda.is_available():
         warnings.warn("--cuda was given but no GPU is available: running on the CPU")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
