@@ -236,9 +236,10 @@ def args_error(args):
     return None
 
 
-# flags that a resumed run (or an evaluated checkpoint) may change on the command line; it keeps all the others
-RUNTIME_FLAGS = ("cuda", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_model", "save_every",
-                 "async_envs", "eval_every", "num_eval_tasks")
+# flags that a resumed run (or an evaluated checkpoint) may change on the command line (--total-timesteps: train
+# longer); it keeps all the others
+RUNTIME_FLAGS = ("total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
+                 "save_model", "save_every", "async_envs", "eval_every", "num_eval_tasks")
 
 
 def checkpoint_args(args, ckpt):

@@ -246,3 +246,22 @@ def test_wandb_log_failure_warns_once_and_training_goes_on(tmp_path):
     assert Broken.calls == 1
     with open(tmp_path / "metrics.csv") as f:
         assert len(f.read().strip().splitlines()) == 3
+
+
+@pytest.mark.parametrize("module", MODULES, ids=SCRIPTS)
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint_intact(module, tmp_path):
+    path = str(tmp_path / "checkpoint.pt")
+    module.save_checkpoint(path, iteration=1, agent={"w": torch.ones(3)})
+    # the process dies while the next checkpoint is being written: simulate it by killing a child mid-save
+    code = (f"import sys, os, signal, torch; sys.path.insert(0, {ROOT!r}); import {module.__name__} as m\n"
+            "real_save = torch.save\n"
+            "def dying_save(obj, f):\n"
+            "    real_save(obj, f)\n"
+            "    with open(f, 'r+b') as fh: fh.truncate(10)  # half a file on disk\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "torch.save = dying_save\n"
+            f"m.save_checkpoint({path!r}, iteration=2, agent={{'w': torch.zeros(3)}})\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    saved = torch.load(path, weights_only=False)
+    assert saved["iteration"] == 1 and torch.equal(saved["agent"]["w"], torch.ones(3))
