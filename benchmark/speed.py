@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,16 +74,18 @@ def env_speed(script, env_id, frames):
     return steps * args.num_envs / elapsed
 
 
-def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads):
+def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads, draws=None):
+    """One table row; with several measurements (`draws`), train_fps is their median."""
     return {"script": script, "env_id": env_id, "frames": frames, "train_fps": train_fps, "env_fps": env_fps,
-            "ratio": train_fps / env_fps, "peak_mib": peak_mib, "threads": threads}
+            "ratio": train_fps / env_fps, "peak_mib": peak_mib, "threads": threads, "train_fps_draws": draws or [train_fps]}
 
 
 def markdown_table(rows):
-    lines = ["| script | env id | frames | train FPS | env-only FPS | train / env | peak memory |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| script | env id | frames | train FPS | env-only FPS | train / env | peak memory | train FPS draws |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     lines += [f"| `{r['script']}` | {r['env_id']} | {r['frames']:,} | {r['train_fps']:,.0f} | {r['env_fps']:,.0f} | "
-              f"{r['ratio']:.3f} | {r['peak_mib']:,.0f} MiB |" for r in rows]
+              f"{r['ratio']:.3f} | {r['peak_mib']:,.0f} MiB | {', '.join(f'{d:,.0f}' for d in r.get('train_fps_draws', []))} |"
+              for r in rows]
     return "\n".join(lines)
 
 
@@ -92,6 +95,9 @@ def main(argv=None):
     parser.add_argument("--env-ids", nargs="+", default=["GridNavi", "CheetahDir"])
     parser.add_argument("--iterations", type=int, default=60, help="PPO iterations per measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of each training run")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="training measurements per (script, env id), interleaved across scripts; the table gives "
+                             "their median (this machine's single draws vary by 10-30%%)")
     parser.add_argument("--out", default=None,
                         help="write the table to OUT.md and the rows to OUT.json "
                              "(default: benchmark/results/speed_{env ids}; '': nowhere)")
@@ -102,16 +108,23 @@ def main(argv=None):
         ROOT, "benchmark", "results", "speed_" + "_".join(e.lower() for e in args.env_ids))
 
     rows = []
-    header = f"{args.threads} torch thread(s), {args.iterations} iterations each, {platform.machine()}, {os.cpu_count()} cores"
+    header = (f"{args.threads} torch thread(s), {args.iterations} iterations each, {args.repeat} measurement(s) per "
+              f"pair (median), {platform.machine()}, {os.cpu_count()} cores")
     print(header)
     print(markdown_table([]), flush=True)
     for env_id in args.env_ids:
+        draws = {script: [] for script in scripts}
+        for _ in range(args.repeat):  # interleaved, so that a slow spell of the machine hits every script alike
+            for script in scripts:
+                draws[script].append(train_speed(script, env_id, args.iterations, args.threads))
         for script in scripts:
-            frames, sps, rss = train_speed(script, env_id, args.iterations, args.threads)
+            frames, rss = draws[script][0][0], max(d[2] for d in draws[script])
+            fps = [d[1] for d in draws[script]]
             ceiling = env_speed(script, env_id, min(frames, 200_000))
-            rows.append(result_row(script, env_id, frames, sps, ceiling, rss, args.threads))
+            rows.append(result_row(script, env_id, frames, float(statistics.median(fps)), ceiling, rss, args.threads, fps))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-    payload = {"machine": platform.platform(), "cpus": os.cpu_count(), "iterations": args.iterations, "results": rows}
+    payload = {"machine": platform.platform(), "cpus": os.cpu_count(), "iterations": args.iterations,
+               "repeat": args.repeat, "results": rows}
     paths = ([f"{out}.json"] if out else []) + ([args.json] if args.json else [])
     for path in paths:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

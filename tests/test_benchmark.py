@@ -281,10 +281,11 @@ def test_speed_table_and_a_tiny_measurement(tmp_path):
     row = speed.result_row("varibad_hyper.py", "GridNavi", 960, 500.0, 50_000.0, 512.4, 1)
     assert row["ratio"] == 0.01
     line = speed.markdown_table([row]).splitlines()[-1]
-    assert line == "| `varibad_hyper.py` | GridNavi | 960 | 500 | 50,000 | 0.010 | 512 MiB |"
+    assert line == "| `varibad_hyper.py` | GridNavi | 960 | 500 | 50,000 | 0.010 | 512 MiB | 500 |"
     rows = speed.main(["--scripts", "varibad_standard", "--env-ids", "GridNavi", "--iterations", "1", "--threads", "1",
-                       "--out", str(tmp_path / "speed")])
+                       "--repeat", "2", "--out", str(tmp_path / "speed")])
     (row,) = rows
+    assert len(row["train_fps_draws"]) == 2 and row["train_fps"] == pytest.approx(sum(row["train_fps_draws"]) / 2)
     assert row["frames"] == 960 and row["train_fps"] > 0 and row["env_fps"] > row["train_fps"] and row["peak_mib"] > 50
     assert row["ratio"] == pytest.approx(row["train_fps"] / row["env_fps"])
     assert json.loads((tmp_path / "speed.json").read_text())["results"] == rows
