@@ -125,6 +125,8 @@ class Args:
     """size of the task latent m (the policy sees [mu, logvar], twice this)"""
     encoder_gru_hidden_size: int = 256
     """hidden size of the encoder's GRU"""
+    encoder_gru_chrono: int = 0
+    """if T > 0: chrono init of the GRU's update-gate bias, log U(1, T-1), for memory over ~T steps (0: zero bias)"""
     action_embedding_size: int = 0
     """encoder/decoder action embedding size (0: actions are not encoded, as on GridNavi)"""
     reward_embedding_size: int = 8
@@ -174,7 +176,8 @@ _MUJOCO = dict(num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef
 _METAWORLD = dict(_MUJOCO, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, kl_weight=1.0,
                   reward_decoder_layers=(128, 64, 32), num_vae_updates=3, num_eval_tasks=10)
 # METHOD.md E.2. HumanoidDir has no committed preset: it takes the MuJoCo settings with one 2 x 200 meta-episode
-# per rollout. TMaze follows MC-LS / the authors' T-maze sets (one 4 x 100 meta-episode per rollout).
+# per rollout. TMaze follows MC-LS / the authors' T-maze sets (one 4 x 100 meta-episode per rollout), with a chrono
+# init of the GRU (ours, README "TMaze"): with zero gate biases the gradient across the 98-step corridor is ~1e-20.
 PRESETS = {
     "GridNavi": {},
     "GridNaviDense": {},
@@ -188,7 +191,7 @@ PRESETS = {
                              state_decoder_layers=(256, 128)),
     "MetaWorldML1": dict(_METAWORLD, total_timesteps=50_000_000, policy_latent_embedding_dim=10),
     "MetaWorldML10": dict(_METAWORLD, total_timesteps=100_000_000, state_decoder_layers=(128, 64, 32)),
-    "TMaze": dict(num_steps=400, total_timesteps=1_500_000, latent_dim=12, action_embedding_size=8,
+    "TMaze": dict(num_steps=400, total_timesteps=1_500_000, latent_dim=12, action_embedding_size=8, encoder_gru_chrono=100,
                   reward_decoder="mlp", reward_decoder_layers=(32, 32), vae_buffer_size=10_000,
                   vae_subsample_elbos=50, vae_subsample_decodes=50, num_eval_tasks=16, eval_every=10),
 }
@@ -243,6 +246,8 @@ def args_error(args):
             return f"{flag} is {value}; it must be > 0"
         if value < 0:
             return f"{flag} is {value}; it must be >= 0"
+    if args.encoder_gru_chrono == 1:
+        return "--encoder-gru-chrono 1: give 0 (zero bias) or a memory span T >= 2"
     if args.gamma > 1 or args.gae_lambda > 1:
         return f"--gamma {args.gamma} and --gae-lambda {args.gae_lambda} must be at most 1"
     batch = args.num_envs * args.num_steps
@@ -406,6 +411,9 @@ class Encoder(nn.Module):
         self.gru = nn.GRU(input_size, args.encoder_gru_hidden_size)
         for name, param in self.gru.named_parameters():
             nn.init.orthogonal_(param) if "weight" in name else nn.init.zeros_(param)
+        if args.encoder_gru_chrono:  # h' = (1 - z) n + z h: a large update-gate bias keeps h (Tallec & Ollivier 2018)
+            z_bias = self.gru.bias_hh_l0.data[args.encoder_gru_hidden_size : 2 * args.encoder_gru_hidden_size]
+            z_bias.uniform_(1, max(args.encoder_gru_chrono - 1, 1)).log_()
         self.readout = nn.Linear(args.encoder_gru_hidden_size, 2 * args.latent_dim)
 
     def embed(self, actions, rewards, next_obs):
