@@ -8,8 +8,8 @@ of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.
      percentile-bootstrap interval of the mean;
   2. the same against wall-clock hours of training (pauses between a stop and a `--resume` left out);
   3. the adaptation curve: the final evaluation's return in each episode of the meta-episode (eval.json).
-GridNavi gets the Bayes-optimal and uniformly random returns of BOUNDS.md as reference lines. Runs of no suite go to
-`other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds (population std,
+GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines. Runs of no
+suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds (population std,
 ddof=0) of the meta-episode return, of each episode's return and (Meta-World) of the success rate.
 """
 
@@ -31,9 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from suites import SEEDS, SUITES, expand, parse_key  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# BOUNDS.md: GridNavi's expected returns (meta-episode, and per episode) of the Bayes-optimal and random policies
+# expected returns (meta-episode, and per episode) of the Bayes-optimal and random policies: GridNavi's from BOUNDS.md;
+# TMaze's by construction (the indicator is shown in every episode: always +4; a coin flip at the end: 0.5)
 BOUNDS = {"GridNavi": {"Bayes-optimal": (37.214, (4.0, 11.071, 11.071, 11.071)),
-                       "uniform random": (-4.662, (-1.166, -1.166, -1.166, -1.166))}}
+                       "uniform random": (-4.662, (-1.166, -1.166, -1.166, -1.166))},
+          "TMaze": {"Bayes-optimal": (16.0, (4.0, 4.0, 4.0, 4.0)), "uniform random": (2.0, (0.5, 0.5, 0.5, 0.5))}}
 GRID_POINTS = 200
 BOOTSTRAP_SAMPLES = 2000
 
