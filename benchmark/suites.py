@@ -120,8 +120,10 @@ SUITES = {
          for init in INITS],
     ),
     "tmaze": (
-        "rl2_hyper.py and varibad_hyper.py on TMaze, preset (1.5M frames), seeds 73 20 3.",
-        [Entry(script, "TMaze", SEEDS) for script in ("rl2_hyper", "varibad_hyper")],
+        "rl2_hyper.py and varibad_hyper.py on TMaze, preset (1.5M frames), seeds 73 20 3; and rl2_hyper.py with the "
+        "authors' zero GRU biases instead of the preset's chrono init (label zero-gru-bias), seed 73.",
+        [Entry("rl2_hyper", "TMaze", (73,), ("--encoder-gru-chrono", "0"), "zero-gru-bias"),
+         *(Entry(script, "TMaze", SEEDS) for script in ("rl2_hyper", "varibad_hyper"))],
     ),
     "mujoco-short": (
         "varibad_hyper.py and rl2_hyper.py on the MuJoCo and Meta-World ML1 benchmarks, 2M frames, seeds 73 20.",
