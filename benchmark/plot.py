@@ -1,6 +1,6 @@
 """Redraws every figure and table from the collected runs, offline (no wandb): `python benchmark/plot.py`.
 
-Reads `{results}/runs/{key}/metrics.csv` and `eval.json` (written by benchmark/run.py; key =
+Reads `{results}/runs/{key}/metrics.csv.gz` and `eval.json` (written by benchmark/run.py; key =
 `{script}__{env_id}__{label}__s{seed}`) and groups the runs by (script, env id, label) across seeds. For every suite
 of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.png`, one row per env id:
   1. eval/return (held-out tasks, deterministic actions; eval/success on Meta-World) against frames: the mean over
@@ -15,6 +15,7 @@ ddof=0) of the meta-episode return, of each episode's return and (Meta-World) of
 
 import argparse
 import csv
+import gzip
 import json
 import os
 import sys
@@ -51,7 +52,7 @@ def read_metrics(path, names=("eval/return", "eval/success", "charts/SPS")):
     """{metric: (steps, values)} of a long-format metrics.csv, sorted by step. A resumed run appends to the file and
     re-logs the steps after its checkpoint: the later row of a step wins. Also "_wall": (steps, wall times)."""
     series, wall = defaultdict(dict), {}
-    with open(path, newline="") as f:
+    with (gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")) as f:
         for row in csv.DictReader(f):
             step = int(row["global_step"])
             wall[step] = float(row["wall_time"])
@@ -94,7 +95,9 @@ def load_runs(results_dir):
             continue
         with open(os.path.join(folder, "eval.json")) as f:
             result = json.load(f)
-        csv_path = os.path.join(folder, "metrics.csv")
+        csv_path = os.path.join(folder, "metrics.csv.gz")
+        if not os.path.exists(csv_path):
+            csv_path = os.path.join(folder, "metrics.csv")  # collected by hand, not gzipped
         metrics = read_metrics(csv_path) if os.path.exists(csv_path) else {}
         curve = metrics.get(curve_metric(env_id), (np.zeros(0), np.zeros(0)))
         hours = np.zeros(0)

@@ -3,6 +3,7 @@ runs (numbers in the table), the W&B sweep files (parsed as `wandb agent` would 
 scripts' own parse_args) and the speed benchmark."""
 
 import csv
+import gzip
 import json
 import os
 import signal
@@ -70,12 +71,13 @@ def test_runner_runs_skips_collects_and_resumes(tmp_path):
 
     out = run_runner(tmp_path, *adhoc, "--", *TINY)  # both runs, at once
     for key in keys:
-        assert sorted(os.listdir(results / key)) == ["args.json", "command.txt", "eval.json", "metrics.csv"]
+        assert sorted(os.listdir(results / key)) == ["args.json", "command.txt", "eval.json", "metrics.csv.gz"]
         assert json.loads((results / key / "eval.json").read_text())["global_step"] == 240
         command = (results / key / "command.txt").read_text()
         assert "commit" in command and "--save-model" in command and "--label" not in command
         assert f"--seed {key[-2:]}" in command and "--total-timesteps 240" in command
-        assert "eval/return" in (results / key / "metrics.csv").read_text()
+        metrics = gzip.decompress((results / key / "metrics.csv.gz").read_bytes())
+        assert metrics == next((work / key / "runs").glob("*/metrics.csv")).read_bytes() and b"eval/return" in metrics
     assert out.count("done, collected") == 2
 
     out = run_runner(tmp_path, *adhoc, "--", *TINY)  # again: nothing to do
@@ -184,6 +186,9 @@ def test_read_metrics_keeps_the_resumed_rows_and_hours_skip_the_pause(tmp_path):
     np.testing.assert_array_equal(metrics["eval/return"][1], [0] * 7 + [1] * 3)
     hours = plot.training_hours(*metrics["_wall"], metrics["charts/SPS"])
     np.testing.assert_allclose(hours * 3600, steps * 0.01)  # the pause counts as one ordinary iteration
+    (tmp_path / "r" / "metrics.csv.gz").write_bytes(gzip.compress((tmp_path / "r" / "metrics.csv").read_bytes()))
+    gzipped = plot.read_metrics(str(tmp_path / "r" / "metrics.csv.gz"))  # what benchmark/run.py collects
+    assert all(np.array_equal(gzipped[k][i], metrics[k][i]) for k in metrics for i in (0, 1))
 
 
 def test_bootstrap_interval_and_grid():
