@@ -19,6 +19,7 @@ import gzip
 import json
 import os
 import sys
+import textwrap
 from collections import defaultdict
 
 import matplotlib
@@ -227,7 +228,7 @@ def draw(groups, path, title, window=1):
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=8)
     smoothed = f", smoothed over {window} evaluations" if window > 1 else ""
-    fig.suptitle(f"{title}\nmean over seeds, 68% bootstrap interval{smoothed}")
+    fig.suptitle(f"{textwrap.fill(title, 140)}\nmean over seeds, 68% bootstrap interval{smoothed}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
