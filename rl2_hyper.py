@@ -127,7 +127,7 @@ class Args:
     encoder_gru_hidden_size: int = 256
     """hidden size of the encoder's GRU"""
     encoder_gru_chrono: int = 0
-    """if T > 0: chrono init of the GRU's update-gate bias, log U(1, T-1), for memory over ~T steps (0: zero bias)"""
+    """if T >= 2: chrono init of the GRU's update-gate bias, log U(1, T-1), for memory over ~T steps (0: zero bias)"""
     action_embedding_size: int = 0
     """encoder action embedding size (0: actions are not encoded, as on GridNavi)"""
     reward_embedding_size: int = 8
@@ -159,7 +159,7 @@ _MUJOCO = dict(num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef
 _METAWORLD = dict(_MUJOCO, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
 # METHOD.md E.2 (PPO and encoder settings as for VariBAD). HumanoidDir has no committed preset: it takes the MuJoCo
 # settings with one 2 x 200 meta-episode per rollout. TMaze follows MC-LS / the authors' T-maze sets, with a chrono
-# init of the GRU (ours, README "TMaze"): with zero gate biases the gradient across the 98-step corridor is ~1e-20.
+# init of the GRU (ours, README "Where we deviate"): with zero gate biases the gradient across the 98-step corridor is ~1e-20.
 PRESETS = {
     "GridNavi": {},
     "GridNaviDense": {},
@@ -393,7 +393,7 @@ class Encoder(nn.Module):
             nn.init.orthogonal_(param) if "weight" in name else nn.init.zeros_(param)
         if args.encoder_gru_chrono:  # h' = (1 - z) n + z h: a large update-gate bias keeps h (Tallec & Ollivier 2018)
             z_bias = self.gru.bias_hh_l0.data[args.encoder_gru_hidden_size : 2 * args.encoder_gru_hidden_size]
-            z_bias.uniform_(1, max(args.encoder_gru_chrono - 1, 1)).log_()
+            z_bias.uniform_(1, args.encoder_gru_chrono - 1).log_()
         self.readout = nn.Linear(args.encoder_gru_hidden_size, 2 * args.latent_dim)
 
     def embed(self, actions, rewards, next_obs):

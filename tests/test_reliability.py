@@ -76,6 +76,7 @@ BAD = [
     (["--vf-coef", "-1"], "--vf-coef is -1.0; it must be >= 0"),
     (["--gamma", "1.5"], "--gamma 1.5 and --gae-lambda 0.95 must be at most 1"),
     (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "give either --resume"),
+    (["--encoder-gru-chrono", "1"], "--encoder-gru-chrono 1: give 0 (zero bias) or a memory span T >= 2"),
 ]
 
 
