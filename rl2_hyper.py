@@ -159,7 +159,8 @@ _MUJOCO = dict(num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef
 _METAWORLD = dict(_MUJOCO, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
 # METHOD.md E.2 (PPO and encoder settings as for VariBAD). HumanoidDir has no committed preset: it takes the MuJoCo
 # settings with one 2 x 200 meta-episode per rollout. TMaze follows MC-LS / the authors' T-maze sets, with a chrono
-# init of the GRU (ours, README "Where we deviate"): with zero gate biases the gradient across the 98-step corridor is ~1e-20.
+# init of the GRU (ours, README "Where we deviate"): with zero gate biases, the gradient across the 98-step
+# corridor is ~1e-20.
 PRESETS = {
     "GridNavi": {},
     "GridNaviDense": {},

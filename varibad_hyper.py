@@ -179,7 +179,8 @@ _METAWORLD = dict(_MUJOCO, num_envs=8, num_steps=600, num_minibatches=8, ent_coe
                   reward_decoder_layers=(128, 64, 32), num_vae_updates=3, num_eval_tasks=10)
 # METHOD.md E.2. HumanoidDir has no committed preset: it takes the MuJoCo settings with one 2 x 200 meta-episode
 # per rollout. TMaze follows MC-LS / the authors' T-maze sets (one 4 x 100 meta-episode per rollout), with a chrono
-# init of the GRU (ours, README "Where we deviate"): with zero gate biases the gradient across the 98-step corridor is ~1e-20.
+# init of the GRU (ours, README "Where we deviate"): with zero gate biases, the gradient across the 98-step
+# corridor is ~1e-20.
 PRESETS = {
     "GridNavi": {},
     "GridNaviDense": {},

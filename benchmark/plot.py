@@ -9,8 +9,8 @@ of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.
   2. the same against wall-clock hours of training (pauses between a stop and a `--resume` left out);
   3. the adaptation curve: the final evaluation's return in each episode of the meta-episode (eval.json).
 GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines. Runs of no
-suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds (population std,
-ddof=0) of the meta-episode return, of each episode's return and (Meta-World) of the success rate.
+suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds
+(population std, ddof=0) of the meta-episode return, of each episode's return and (Meta-World) of the success rate.
 """
 
 import argparse
@@ -96,10 +96,9 @@ def load_runs(results_dir):
             continue
         with open(os.path.join(folder, "eval.json")) as f:
             result = json.load(f)
-        csv_path = os.path.join(folder, "metrics.csv.gz")
-        if not os.path.exists(csv_path):
-            csv_path = os.path.join(folder, "metrics.csv")  # collected by hand, not gzipped
-        metrics = read_metrics(csv_path) if os.path.exists(csv_path) else {}
+        paths = [os.path.join(folder, name) for name in ("metrics.csv.gz", "metrics.csv")]  # .csv: collected by hand
+        csv_path = next((path for path in paths if os.path.exists(path)), None)
+        metrics = read_metrics(csv_path) if csv_path else {}
         curve = metrics.get(curve_metric(env_id), (np.zeros(0), np.zeros(0)))
         hours = np.zeros(0)
         if len(curve[0]):

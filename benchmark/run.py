@@ -8,9 +8,9 @@
 Every run has a key `{script}__{env_id}__{label}__s{seed}` and runs with its own working directory,
 `--work-dir/{key}/` (benchmark/work/, not in git): the script writes `runs/{run_name}/` there (metrics.csv, args.json,
 checkpoint.pt, eval.json) and its output goes to `stdout.log`. Every run gets `--save-model`, so it checkpoints
-every `--save-every` iterations. When a run has written its eval.json, its metrics.csv (gzipped), eval.json and args.json are
-copied to `--results-dir/runs/{key}/` (benchmark/results/, committed) with `command.txt` (the commands that ran, with
-their git commits).
+every `--save-every` iterations. When a run has written its eval.json, its metrics.csv (gzipped), eval.json and
+args.json are copied to `--results-dir/runs/{key}/` (benchmark/results/, committed) with `command.txt` (the commands
+that ran, with their git commits).
 
 State of a key, in this order: `done` (results/runs/{key}/eval.json exists: skipped), `running` (a process has the
 work folder as its working directory, or another runner holds it), `finished` (the work folder holds an eval.json:
@@ -141,15 +141,14 @@ def collect(run, results_dir, work_dir, python):
     src, dst = finished_run_dir(work), os.path.join(results_dir, "runs", run.key)
     os.makedirs(dst, exist_ok=True)
     for name in RESULT_FILES:
-        if os.path.exists(os.path.join(src, name)):
-            out = name + ".gz" if name == "metrics.csv" else name  # gzip: a 4M-frame GridNavi log is 3.9 MB, 0.5 gzipped
-            with open(os.path.join(src, name), "rb") as f, open(os.path.join(dst, f"{out}.tmp"), "wb") as g:
-                if out.endswith(".gz"):
-                    with gzip.GzipFile(fileobj=g, mode="wb", mtime=0) as z:
-                        shutil.copyfileobj(f, z)
-                else:
-                    shutil.copyfileobj(f, g)
-            os.replace(os.path.join(dst, f"{out}.tmp"), os.path.join(dst, out))
+        if not os.path.exists(os.path.join(src, name)):
+            continue
+        out = name + ".gz" if name == "metrics.csv" else name  # gzip: a 4M-frame GridNavi log is 3.9 MB, 0.5 gzipped
+        tmp = os.path.join(dst, f"{out}.tmp")
+        writer = gzip.GzipFile(tmp, "wb", mtime=0) if out != name else open(tmp, "wb")
+        with open(os.path.join(src, name), "rb") as f, writer as g:
+            shutil.copyfileobj(f, g)
+        os.replace(tmp, os.path.join(dst, out))
     with open(os.path.join(dst, "command.txt"), "w") as f:
         if os.path.exists(os.path.join(work, "command.txt")):
             with open(os.path.join(work, "command.txt")) as g:
