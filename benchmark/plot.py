@@ -10,7 +10,8 @@ of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.
   3. the adaptation curve: the final evaluation's return in each episode of the meta-episode (eval.json).
 GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines. Runs of no
 suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds
-(population std, ddof=0) of the meta-episode return, of each episode's return and (Meta-World) of the success rate.
+(population std, ddof=0; the value alone for one seed) of the meta-episode return, of each episode's return and
+(Meta-World) of the success rate.
 """
 
 import argparse
@@ -167,6 +168,13 @@ def summary(group):
 
 # --------------------------------------------------------------------------------------------------------------------
 # tables and figures
+def mean_std(mean, std, seeds, percent=False):
+    """'33.00 ± 2.45' (or '75.0% ± 2.5'); the value alone for one seed, where a std of 0 would say nothing."""
+    if percent:
+        return f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if seeds > 1 else "")
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if seeds > 1 else "")
+
+
 def markdown_table(groups):
     episodes = max((sum(name.startswith("ep") for name in summary(g)) for g in groups.values()), default=0)
     success = any(env_id.startswith("MetaWorld") for _, env_id, _ in groups)
@@ -178,10 +186,10 @@ def markdown_table(groups):
         frames = sorted({run["eval"]["global_step"] for run in group})
         cells = [f"`{script}.py`", env_id, label, f"{len(group)} ({' '.join(str(r['seed']) for r in group)})",
                  "/".join(f"{f:,}" for f in frames)]
-        cells += ["{:.2f} ± {:.2f}".format(*stats["return"])]
-        cells += ["{:.2f} ± {:.2f}".format(*stats[f"ep{k + 1}"]) if f"ep{k + 1}" in stats else "" for k in range(episodes)]
+        cells += [mean_std(*stats["return"], len(group))]
+        cells += [mean_std(*stats[f"ep{k + 1}"], len(group)) if f"ep{k + 1}" in stats else "" for k in range(episodes)]
         if success:
-            cells += [f"{100 * stats['success'][0]:.1f}% ± {100 * stats['success'][1]:.1f}" if "success" in stats else ""]
+            cells += [mean_std(*stats["success"], len(group), percent=True) if "success" in stats else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
