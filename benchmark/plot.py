@@ -27,7 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -228,7 +228,10 @@ def draw(groups, path, title, window=1):
         row[0].set_xlabel("frames")
         row[1].set_xlabel("wall-clock hours of training")
         row[2].set_xlabel("episode of the meta-episode (final evaluation)")
-        row[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+        # whole episodes only, also where a meta-episode has one episode (MuJoCo): its panel is then the final returns
+        episodes = max(len(r["eval"]["return_per_episode"]) for _, runs in mine for r in runs)
+        row[2].set_xlim(0.5, episodes + 0.5)
+        row[2].xaxis.set_major_locator(MaxNLocator(integer=True) if episodes > 10 else FixedLocator(range(1, episodes + 1)))
         metric = curve_metric(env_id)
         for ax, ylabel in zip(row, (metric, metric, "return in the episode")):
             ax.set_ylabel(f"{env_id}: {ylabel}")
