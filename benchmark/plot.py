@@ -170,9 +170,8 @@ def summary(group):
 # tables and figures
 def mean_std(mean, std, seeds, percent=False):
     """'33.00 ± 2.45' (or '75.0% ± 2.5'); the value alone for one seed, where a std of 0 would say nothing."""
-    if percent:
-        return f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if seeds > 1 else "")
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if seeds > 1 else "")
+    scale, digits, unit = (100, 1, "%") if percent else (1, 2, "")
+    return f"{scale * mean:.{digits}f}{unit}" + (f" ± {scale * std:.{digits}f}" if seeds > 1 else "")
 
 
 def markdown_table(groups):
@@ -229,9 +228,9 @@ def draw(groups, path, title, window=1):
         row[1].set_xlabel("wall-clock hours of training")
         row[2].set_xlabel("episode of the meta-episode (final evaluation)")
         # whole episodes only, also where a meta-episode has one episode (MuJoCo): its panel is then the final returns
-        episodes = max(len(r["eval"]["return_per_episode"]) for _, runs in mine for r in runs)
-        row[2].set_xlim(0.5, episodes + 0.5)
-        row[2].xaxis.set_major_locator(MaxNLocator(integer=True) if episodes > 10 else FixedLocator(range(1, episodes + 1)))
+        most = max(len(r["eval"]["return_per_episode"]) for _, runs in mine for r in runs)
+        row[2].set_xlim(0.5, most + 0.5)
+        row[2].xaxis.set_major_locator(MaxNLocator(integer=True) if most > 10 else FixedLocator(range(1, most + 1)))
         metric = curve_metric(env_id)
         for ax, ylabel in zip(row, (metric, metric, "return in the episode")):
             ax.set_ylabel(f"{env_id}: {ylabel}")
