@@ -10,8 +10,8 @@ of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.
   3. the adaptation curve: the final evaluation's return in each episode of the meta-episode (eval.json).
 GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines. Runs of no
 suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds
-(population std, ddof=0; the value alone for one seed) of the meta-episode return, of each episode's return and
-(Meta-World) of the success rate.
+(population std, ddof=0; the value alone for one seed) of the meta-episode return, of each episode's return (where a
+meta-episode has several) and (Meta-World) of the success rate.
 """
 
 import argparse
@@ -156,10 +156,12 @@ def curve_on_grid(xs, ys, points=GRID_POINTS):
 
 
 def summary(group):
-    """The final evaluation of a group's seeds: {name: (mean, std)} for 'return', 'ep1'.., 'success' (if any)."""
+    """The final evaluation of a group's seeds: {name: (mean, std)} for 'return', 'ep1'.. (meta-episodes of several
+    episodes), 'success' (Meta-World)."""
     results = [run["eval"] for run in group]
     stats = {"return": [r["return"] for r in results]}
-    for k in range(min(len(r["return_per_episode"]) for r in results)):
+    episodes = min(len(r["return_per_episode"]) for r in results)
+    for k in range(episodes if episodes > 1 else 0):  # one-episode meta-episodes (MuJoCo): the return says it all
         stats[f"ep{k + 1}"] = [r["return_per_episode"][k] for r in results]
     if group[0]["env_id"].startswith("MetaWorld"):  # success on a task: in any of its episodes (as eval/success)
         stats["success"] = [float(np.mean(np.max(r["successes"], axis=1))) for r in results]

@@ -234,6 +234,15 @@ def test_plot_draws_every_suite_and_tabulates_mean_and_std(tmp_path):
     assert list(ml1_run["steps"]) == [4800] and list(ml1_run["values"]) == [0.75]  # Meta-World's curves: the success rate
 
 
+def test_table_has_no_episode_columns_for_one_episode_meta_episodes():
+    cheetah = [{"env_id": "CheetahDir", "seed": seed, "eval": {"global_step": 9600, "return": ret,
+                                                               "return_per_episode": [ret]}}
+               for seed, ret in ((73, 500.0), (20, 700.0))]
+    lines = plot.markdown_table({("varibad_hyper", "CheetahDir", "bias-3M"): cheetah}).splitlines()
+    assert lines[0] == "| script | env id | label | seeds | frames | return |"
+    assert lines[2] == "| `varibad_hyper.py` | CheetahDir | bias-3M | 2 (73 20) | 9,600 | 600.00 ± 100.00 |"
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # W&B sweeps
 def agent_argv(config, values):
