@@ -8,8 +8,9 @@ of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.
      percentile-bootstrap interval of the mean;
   2. the same against wall-clock hours of training (pauses between a stop and a `--resume` left out);
   3. the adaptation curve: the final evaluation's return in each episode of the meta-episode (eval.json).
-GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines. Runs of no
-suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds
+GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines; the env ids in
+`{results}/baselines.json` (benchmark/baselines.py: zero and uniformly random actions on the scripts' evaluation
+tasks) get those two policies' returns (success rates on Meta-World). Runs of no suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds
 (population std, ddof=0; the value alone for one seed) of the meta-episode return, of each episode's return (where a
 meta-episode has several) and (Meta-World) of the success rate.
 """
@@ -45,6 +46,22 @@ BOOTSTRAP_SAMPLES = 2000
 
 # --------------------------------------------------------------------------------------------------------------------
 # reading
+def reference_lines(results_dir):
+    """env id -> {name: (value on the curves' metric, per-episode returns)}: BOUNDS, then benchmark/baselines.py's
+    trivial policies from `{results_dir}/baselines.json` (if present) for the env ids that BOUNDS lacks."""
+    lines = {env_id: dict(bounds) for env_id, bounds in BOUNDS.items()}
+    path = os.path.join(results_dir, "baselines.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in json.load(f):
+                if row["env_id"] in BOUNDS:
+                    continue
+                value = row["success"] if curve_metric(row["env_id"]) == "eval/success" else round(row["return"], 2)
+                name = {"zero": "zero actions", "random": "uniform random"}[row["policy"]]
+                lines.setdefault(row["env_id"], {})[name] = (value, tuple(row["return_per_episode"]))
+    return lines
+
+
 def curve_metric(env_id):
     """The learning curves' metric: the success rate on Meta-World (what the papers report), else the return."""
     return "eval/success" if env_id.startswith("MetaWorld") else "eval/return"
@@ -195,8 +212,9 @@ def markdown_table(groups):
     return "\n".join(lines)
 
 
-def draw(groups, path, title, window=1):
-    """One row per env id: eval return against frames, against hours, and the adaptation curve."""
+def draw(groups, path, title, window=1, references=BOUNDS):
+    """One row per env id: eval return against frames, against hours, and the adaptation curve; `references` as
+    `reference_lines` gives them."""
     env_ids = list(dict.fromkeys(env_id for _, env_id, _ in groups))
     fig, axes = plt.subplots(len(env_ids), 3, figsize=(16, 3.8 * len(env_ids)), squeeze=False)
     rng = np.random.default_rng(0)  # a fixed seed: redrawing gives the same bands
@@ -220,12 +238,15 @@ def draw(groups, path, title, window=1):
             yerr = np.clip([mean - low, high - mean], 0, None)
             row[2].errorbar(episodes + 0.04 * (i - len(mine) / 2), mean, yerr=yerr, color=color, marker="o", capsize=3,
                             label=name)
-        for name, (total, per_episode) in BOUNDS.get(env_id, {}).items():
-            style = "--" if name == "Bayes-optimal" else ":"
+        for name, (total, per_episode) in references.get(env_id, {}).items():
+            style = {"Bayes-optimal": "--", "zero actions": "-."}.get(name, ":")
             for ax in row[:2]:
                 ax.axhline(total, color="black", linestyle=style, linewidth=1, label=f"{name} ({total:g})")
-            row[2].plot(np.arange(1, len(per_episode) + 1), per_episode, color="black", linestyle=style, linewidth=1,
-                        label=name)
+            if len(per_episode) == 1:  # one episode a meta-episode (MuJoCo): a level across the panel, not a point
+                row[2].axhline(per_episode[0], color="black", linestyle=style, linewidth=1, label=name)
+            else:
+                row[2].plot(np.arange(1, len(per_episode) + 1), per_episode, color="black", linestyle=style,
+                            linewidth=1, label=name)
         row[0].set_xlabel("frames")
         row[1].set_xlabel("wall-clock hours of training")
         row[2].set_xlabel("episode of the meta-episode (final evaluation)")
@@ -251,6 +272,7 @@ def main(argv=None):
     parser.add_argument("--smooth", type=int, default=1, help="moving average over this many evaluations (1: none)")
     args = parser.parse_args(argv)
     runs = load_runs(args.results_dir)
+    references = reference_lines(args.results_dir)
     os.makedirs(os.path.join(args.results_dir, "plots"), exist_ok=True)
     figures = []  # (name, description, runs)
     covered = set()
@@ -268,7 +290,7 @@ def main(argv=None):
     for name, description, mine in figures:
         groups = group_runs(mine)
         path = os.path.join(args.results_dir, "plots", f"{name}.png")
-        draw(groups, path, f"{name}: {description}", args.smooth)
+        draw(groups, path, f"{name}: {description}", args.smooth, references)
         tables += [f"## {name}\n", f"{description} Figure: `plots/{name}.png`.\n", markdown_table(groups) + "\n"]
         print(f"{os.path.relpath(path)}: {len(groups)} group(s), {len(mine)} run(s)")
     with open(os.path.join(args.results_dir, "tables.md"), "w") as f:

@@ -1,6 +1,6 @@
 """benchmark/: the runner (end to end on tiny runs: run, skip, collect, resume, stop), the plot script on synthetic
 runs (numbers in the table), the W&B sweep files (parsed as `wandb agent` would build the command, then by the
-scripts' own parse_args) and the speed benchmark."""
+scripts' own parse_args), the speed benchmark and the trivial-policy baselines."""
 
 import csv
 import gzip
@@ -17,6 +17,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmark"))
 
+import baselines  # noqa: E402
 import plot  # noqa: E402
 import run as runner  # noqa: E402
 import speed  # noqa: E402
@@ -304,3 +305,37 @@ def test_speed_table_and_a_tiny_measurement(tmp_path):
     assert row["ratio"] == pytest.approx(row["train_fps"] / row["env_fps"])
     assert json.loads((tmp_path / "speed.json").read_text())["results"] == rows
     assert "| `varibad_standard.py` | GridNavi | 960 |" in (tmp_path / "speed.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# baselines
+def test_baselines_on_the_scripts_evaluation_tasks(tmp_path):
+    # AntDir with zero actions: no fall, the +1 survive bonus a step, small contact costs and drift: about 200
+    returns, successes, steps = baselines.policy_returns("AntDir", "zero", num_tasks=2)
+    assert returns.shape == (2, 1) and list(steps) == [200, 200] and not successes.any()
+    assert np.all((returns > 190) & (returns < 210))
+    # CheetahDir with zero actions: no control cost and almost no motion, in either direction
+    returns, _, steps = baselines.policy_returns("CheetahDir", "zero", num_tasks=2)
+    assert list(steps) == [200, 200] and np.all(np.abs(returns) < 5)
+    # random actions pay the control cost (0.05 |a|^2, E|a|^2 = 2 for 6 uniform dims): about -20 plus noise
+    random_returns, _, _ = baselines.policy_returns("CheetahDir", "random", seed=1, num_tasks=2)
+    assert not np.allclose(random_returns, returns)
+    # four GridNavi episodes of 15 steps per meta-episode; the tasks are the scripts' (all 21 goals, cycled)
+    returns, _, steps = baselines.policy_returns("GridNavi", "random", num_tasks=3)
+    assert returns.shape == (3, 4) and list(steps) == [60, 60, 60]
+    with pytest.raises(ValueError, match="continuous action space"):
+        baselines.policy_returns("GridNavi", "zero", num_tasks=1)
+    rows = baselines.main(["--env-ids", "GridNavi", "CheetahDir", "--num-tasks", "2", "--out",
+                           str(tmp_path / "baselines.json")])
+    assert [(r["env_id"], r["policy"]) for r in rows] == [("GridNavi", "random"), ("CheetahDir", "zero"),
+                                                          ("CheetahDir", "random")]
+    assert json.loads((tmp_path / "baselines.json").read_text()) == rows
+    # plot.py draws them: CheetahDir's two lines (the return, to 2 decimals); GridNavi keeps BOUNDS.md's exact ones
+    lines = plot.reference_lines(str(tmp_path))
+    assert lines["GridNavi"] == plot.BOUNDS["GridNavi"] and lines["TMaze"] == plot.BOUNDS["TMaze"]
+    assert lines["CheetahDir"] == {"zero actions": (round(rows[1]["return"], 2), tuple(rows[1]["return_per_episode"])),
+                                   "uniform random": (round(rows[2]["return"], 2), tuple(rows[2]["return_per_episode"]))}
+    # on Meta-World the curves show the success rate, so the line is the policy's success rate
+    (tmp_path / "baselines.json").write_text(json.dumps([{"env_id": "MetaWorldML1", "policy": "zero", "return": 14.4,
+                                                          "return_per_episode": [7.0, 7.4], "success": 0.1}]))
+    assert plot.reference_lines(str(tmp_path))["MetaWorldML1"] == {"zero actions": (0.1, (7.0, 7.4))}

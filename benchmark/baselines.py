@@ -1,0 +1,104 @@
+"""Reference returns of two trivial policies on the scripts' own held-out evaluation tasks.
+
+    python benchmark/baselines.py --env-ids CheetahDir CheetahVel AntDir WalkerRandParams MetaWorldML1
+
+A learning curve says little without its floor. For every env id this runs, on exactly the tasks that the training
+scripts evaluate on (`evaluation_tasks` with the preset's `num_eval_tasks` and `eval_seed`, the same reset seeds,
+the same meta-episode wrapper and the same bookkeeping as `evaluate`: raw rewards summed over the meta-episode, a
+task solved if any step of any episode reports success), two policies that need no learning:
+
+* `zero`: the action 0 at every step (on MuJoCo: standing or lying still; on Meta-World: the arm does not move);
+* `random`: actions drawn uniformly from the action space (a generator seeded by `--seed`).
+
+Discrete action spaces (GridNavi, TMaze) have no zero action: only `random` is given there; BOUNDS.md has their exact
+bounds. The table (mean over tasks, min and max over tasks, mean episode length, success on Meta-World) goes to
+stdout, and with `--out FILE` also as JSON.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+import envs  # noqa: E402,F401  (registers the env ids)
+import varibad_hyper as script  # noqa: E402  (its evaluation tasks, presets and env wrapper; no training runs on import)
+
+POLICIES = ("zero", "random")
+
+
+def policy_returns(env_id, policy, seed=0, num_tasks=None):
+    """One meta-episode per evaluation task with a trivial policy, accounted as the scripts' `evaluate` does.
+    Returns (returns (tasks, episodes), successes (tasks, episodes), steps per task)."""
+    args = script.apply_preset(script.Args(env_id=env_id))
+    if num_tasks is not None:
+        args.num_eval_tasks = num_tasks
+    probe = script.make_env(env_id, args.episodes_per_task, "test")()
+    tasks = script.evaluation_tasks(probe, args.num_eval_tasks, args.eval_seed)
+    probe.close()
+    rng = np.random.default_rng(seed)
+    n, k = len(tasks), args.episodes_per_task
+    returns, successes, steps = np.zeros((n, k)), np.zeros((n, k)), np.zeros(n, dtype=np.int64)
+    for i, task in enumerate(tasks):
+        env = script.make_env(env_id, args.episodes_per_task, "test")()
+        if policy == "zero" and not isinstance(env.action_space, gym.spaces.Box):
+            raise ValueError(f"{env_id}: the zero policy needs a continuous action space, not {env.action_space}")
+        env.reset(seed=args.eval_seed + i, options={"task": task})
+        episode, terminated = 0, False
+        while not terminated:
+            if policy == "zero":
+                action = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
+            elif isinstance(env.action_space, gym.spaces.Box):
+                action = rng.uniform(env.action_space.low, env.action_space.high).astype(env.action_space.dtype)
+            else:
+                action = int(rng.integers(env.action_space.n))
+            _, reward, terminated, _, info = env.step(action)
+            returns[i, episode] += reward
+            successes[i, episode] = max(successes[i, episode], float(info.get("success", 0.0)))
+            steps[i] += 1
+            if "inner_final_obs" in info and not terminated:
+                episode += 1
+        env.close()
+    return returns, successes, steps
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-ids", nargs="+", default=["CheetahDir", "CheetahVel", "AntDir", "WalkerRandParams",
+                                                         "MetaWorldML1"], choices=envs.ENV_IDS, metavar="ENV_ID")
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random policy's actions")
+    parser.add_argument("--num-tasks", type=int, default=None, help="evaluation tasks (default: the preset's)")
+    parser.add_argument("--out", default="", help="also write the rows as JSON to this file")
+    opts = parser.parse_args(argv)
+    rows = []
+    print("| env id | policy | tasks | return (mean) | min | max | steps per task | success |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for env_id in opts.env_ids:
+        for policy in opts.policies:
+            discrete = not isinstance(gym.make(env_id).action_space, gym.spaces.Box)
+            if policy == "zero" and discrete:
+                continue
+            returns, successes, steps = policy_returns(env_id, policy, opts.seed, opts.num_tasks)
+            total = returns.sum(1)
+            row = {"env_id": env_id, "policy": policy, "tasks": len(total), "return": float(total.mean()),
+                   "min": float(total.min()), "max": float(total.max()), "steps": float(steps.mean()),
+                   "return_per_episode": returns.mean(0).tolist(), "success": float(successes.max(1).mean())}
+            rows.append(row)
+            success = f"{row['success']:.0%}" if env_id.startswith("MetaWorld") else ""
+            print(f"| {env_id} | {policy} | {row['tasks']} | {row['return']:.2f} | {row['min']:.2f} | "
+                  f"{row['max']:.2f} | {row['steps']:.0f} | {success} |", flush=True)
+    if opts.out:
+        with open(opts.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
