@@ -10,9 +10,10 @@ of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.
   3. the adaptation curve: the final evaluation's return in each episode of the meta-episode (eval.json).
 GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines; the env ids in
 `{results}/baselines.json` (benchmark/baselines.py: zero and uniformly random actions on the scripts' evaluation
-tasks) get those two policies' returns (success rates on Meta-World). Runs of no suite go to `other.png`. `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds
-(population std, ddof=0; the value alone for one seed) of the meta-episode return, of each episode's return (where a
-meta-episode has several) and (Meta-World) of the success rate.
+tasks) get those two policies' returns (success rates on Meta-World). Runs of no suite go to `other.png`.
+`{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds (population std, ddof=0; the value
+alone for one seed) of the meta-episode return, of each episode's return (where a meta-episode has several) and
+(Meta-World) of the success rate.
 """
 
 import argparse
