@@ -81,8 +81,10 @@ def main(argv=None):
     print("| env id | policy | tasks | return (mean) | min | max | steps per task | success |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for env_id in opts.env_ids:
+        probe = gym.make(env_id)
+        discrete = not isinstance(probe.action_space, gym.spaces.Box)
+        probe.close()
         for policy in opts.policies:
-            discrete = not isinstance(gym.make(env_id).action_space, gym.spaces.Box)
             if policy == "zero" and discrete:
                 continue
             returns, successes, steps = policy_returns(env_id, policy, opts.seed, opts.num_tasks)
