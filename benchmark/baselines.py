@@ -38,16 +38,14 @@ def policy_returns(env_id, policy, seed=0, num_tasks=None):
     args = script.apply_preset(script.Args(env_id=env_id))
     if num_tasks is not None:
         args.num_eval_tasks = num_tasks
-    probe = script.make_env(env_id, args.episodes_per_task, "test")()
-    tasks = script.evaluation_tasks(probe, args.num_eval_tasks, args.eval_seed)
-    probe.close()
+    env = script.make_env(env_id, args.episodes_per_task, "test")()
+    if policy == "zero" and not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(f"{env_id}: the zero policy needs a continuous action space, not {env.action_space}")
+    tasks = script.evaluation_tasks(env, args.num_eval_tasks, args.eval_seed)
     rng = np.random.default_rng(seed)
     n, k = len(tasks), args.episodes_per_task
     returns, successes, steps = np.zeros((n, k)), np.zeros((n, k)), np.zeros(n, dtype=np.int64)
-    for i, task in enumerate(tasks):
-        env = script.make_env(env_id, args.episodes_per_task, "test")()
-        if policy == "zero" and not isinstance(env.action_space, gym.spaces.Box):
-            raise ValueError(f"{env_id}: the zero policy needs a continuous action space, not {env.action_space}")
+    for i, task in enumerate(tasks):  # one env for all tasks: a reset with a task and a seed starts afresh
         env.reset(seed=args.eval_seed + i, options={"task": task})
         episode, terminated = 0, False
         while not terminated:
@@ -63,7 +61,7 @@ def policy_returns(env_id, policy, seed=0, num_tasks=None):
             steps[i] += 1
             if "inner_final_obs" in info and not terminated:
                 episode += 1
-        env.close()
+    env.close()
     return returns, successes, steps
 
 
