@@ -115,6 +115,10 @@ class Args:
     """number of held-out evaluation tasks (finite task sets, e.g. GridNavi's 21 goals, are cycled through)"""
     eval_seed: int = 1_000_003
     """seed of the generator that draws the held-out evaluation tasks (the same for every run)"""
+    num_eval_episodes: int = 0
+    """episodes per held-out task in an evaluation (0: --episodes-per-task; Meta-World: 10, as the papers)"""
+    proper_time_limits: bool = False
+    """if toggled, a meta-episode cut by the time limit bootstraps from its final state's value (MuJoCo, Meta-World)"""
     save_every: int = 250
     """with --save-model, write a checkpoint every this many iterations"""
     resume: Optional[str] = None
@@ -153,9 +157,9 @@ class Args:
     """the number of iterations (computed in runtime)"""
 
 
-_MUJOCO = dict(num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
+_MUJOCO = dict(proper_time_limits=True, num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
                gamma=0.97, gae_lambda=0.9, action_embedding_size=16, reward_embedding_size=16, num_eval_tasks=16)
-_METAWORLD = dict(_MUJOCO, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
+_METAWORLD = dict(_MUJOCO, num_eval_episodes=10, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
 # METHOD.md E.2 (PPO and encoder settings as for VariBAD). HumanoidDir has no committed preset: it takes the MuJoCo
 # settings with one 2 x 200 meta-episode per rollout. TMaze follows MC-LS / the authors' T-maze sets, with a chrono
 # init of the GRU (ours, README "Where we deviate"): with zero gate biases, the gradient across the 98-step
@@ -237,6 +241,9 @@ def args_error(args):
     if args.total_timesteps < batch:
         return (f"--total-timesteps {args.total_timesteps} is less than one rollout (--num-envs {args.num_envs} x "
                 f"--num-steps {args.num_steps} = {batch} frames)")
+    if args.num_eval_episodes and (args.num_eval_episodes > 1) != (args.episodes_per_task > 1):
+        return (f"--num-eval-episodes {args.num_eval_episodes}: give 0 or, with {args.episodes_per_task} episode(s) "
+                f"per task, {'more than one' if args.episodes_per_task > 1 else 'one'} (the observation's done bit)")
     if args.resume and args.eval_checkpoint:
         return "give either --resume (continue training) or --eval-checkpoint (evaluate only), not both"
     return None
@@ -245,7 +252,7 @@ def args_error(args):
 # flags that a resumed run (or an evaluated checkpoint) may change on the command line (--total-timesteps: train
 # longer); it keeps all the others
 RUNTIME_FLAGS = ("total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
-                 "save_model", "save_every", "async_envs", "eval_every", "num_eval_tasks")
+                 "save_model", "save_every", "async_envs", "eval_every", "num_eval_tasks", "num_eval_episodes")
 
 
 def checkpoint_args(args, ckpt):
@@ -271,7 +278,9 @@ class MetaEpisodeWrapper(gym.Wrapper):
     When an inner episode ends (terminated or truncated), the MDP is reset with the *same* task and the new start
     observation is returned with a done bit of 1 (appended to the observation when episodes_per_task > 1); the
     inner episode's last observation goes to `info["inner_final_obs"]` for the encoder. Only the end of the last
-    episode is terminal. Continuous actions are clipped to the action space here.
+    episode ends the meta-episode, with that episode's own `terminated` / `truncated` (a time limit truncates).
+    Actions reach the env as the policy sampled them: the env charges its control cost on them and simulates them
+    clipped (as the authors' envs do).
     """
 
     def __init__(self, env, episodes_per_task: int, split: str = "train"):
@@ -299,14 +308,12 @@ class MetaEpisodeWrapper(gym.Wrapper):
         return self._obs(obs, 0.0), info
 
     def step(self, action):
-        if isinstance(self.action_space, gym.spaces.Box):
-            action = np.clip(action, self.action_space.low, self.action_space.high)
         obs, reward, terminated, truncated, info = self.env.step(action)
         if not (terminated or truncated):
             return self._obs(obs, 0.0), reward, False, False, info
         self.episode += 1
         if self.episode == self.episodes_per_task:
-            return self._obs(obs, 1.0), reward, True, False, info  # the meta-episode ends: terminal
+            return self._obs(obs, 1.0), reward, terminated, truncated, info  # the meta-episode ends
         info = dict(info, inner_final_obs=self._obs(obs, 1.0))
         obs, _ = self.env.reset()  # same task, fresh start state
         return self._obs(obs, 1.0), reward, False, False, info
@@ -372,10 +379,11 @@ class RewardNormalizer:
 
 # ALGO LOGIC: the task encoder, trained by the PPO loss
 def encoder_actions(actions, action_space):
-    """The actions as the encoder sees them: discrete ones one-hot, continuous ones clipped as the env executed them."""
+    """The actions as the encoder sees them: discrete ones one-hot, continuous ones as sampled (unclipped, as the
+    authors' encoder sees them)."""
     if isinstance(action_space, gym.spaces.Discrete):
         return np.eye(action_space.n, dtype=np.float32)[actions]
-    return np.clip(actions, action_space.low, action_space.high).astype(np.float32)
+    return np.asarray(actions, dtype=np.float32)
 
 
 class Encoder(nn.Module):
@@ -414,6 +422,13 @@ class Encoder(nn.Module):
         return self.readout(out[0]), hidden
 
 
+def latent_before(encoder, hidden, starts):
+    """The latent the policy sees before a step: the prior where the step starts a meta-episode, else the read-out
+    of the memory `hidden` (..., H)."""
+    prior, _ = encoder.prior(1)
+    return torch.where(starts.unsqueeze(-1), prior, encoder.readout(hidden))
+
+
 def encode_rollout(encoder, actions, rewards, next_obs, starts, hidden):
     """META-RL LOGIC: the latents (T, N, 2L) that the policy saw at each step of a rollout, recomputed with gradients
     in one batched GRU call. `starts[t, n]`: step t began a meta-episode (its latent is the prior and the memory
@@ -435,8 +450,7 @@ def encode_rollout(encoder, actions, rewards, next_obs, starts, hidden):
     out, _ = encoder.gru(padded, torch.where(continues, hidden[:, env], torch.zeros_like(hidden[:, env])))
     after = out[position, segment].view(N, T, -1).transpose(0, 1)  # the state after step t
     before = torch.cat([hidden, after[:-1]])  # the state before step t (where no meta-episode starts)
-    prior, _ = encoder.prior(1)
-    return torch.where(starts.unsqueeze(-1), prior, encoder.readout(before))
+    return latent_before(encoder, before, starts)
 
 
 # ALGO LOGIC: the policy
@@ -504,15 +518,16 @@ class Agent(nn.Module):
 
 
 # ALGO LOGIC: PPO's advantages
-def compute_gae(rewards, values, terminals, next_value, gamma, gae_lambda):
-    """GAE over a rollout (T, N). `terminals[t]` is 1 where step t ended the meta-episode: only there is the value
-    of the next state not bootstrapped. Inner episode ends are not terminal (METHOD.md decision 4)."""
+def compute_gae(rewards, values, terminals, final_values, next_value, gamma, gae_lambda):
+    """GAE over a rollout (T, N). `terminals[t]` is 1 where step t ended the meta-episode: there the next state (a new
+    task's) is not bootstrapped, but `final_values[t]` is: the value of the true final state where the time limit cut
+    the meta-episode (--proper-time-limits), else 0. Inner episode ends are not terminal: they do not cut GAE."""
     advantages = torch.zeros_like(rewards)
     lastgaelam = 0
     for t in reversed(range(rewards.shape[0])):
         nextvalues = next_value if t == rewards.shape[0] - 1 else values[t + 1]
         nextnonterminal = 1.0 - terminals[t]
-        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        delta = rewards[t] + gamma * (nextvalues * nextnonterminal + final_values[t]) - values[t]
         advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
     return advantages, advantages + values
 
@@ -520,13 +535,15 @@ def compute_gae(rewards, values, terminals, next_value, gamma, gae_lambda):
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """One meta-episode per held-out task, deterministic actions, starting from the encoder's prior.
-    Returns per-episode returns (num_tasks, episodes_per_task) and, where the env reports it, success flags."""
+    """One meta-episode of --num-eval-episodes episodes per held-out task, deterministic actions, starting from the
+    encoder's prior. Returns per-episode returns (num_tasks, episodes) and success flags (1 where the env reported a
+    success in that episode)."""
     render_mode = "rgb_array" if video_dir else None
-    eval_envs = [make_env(args.env_id, args.episodes_per_task, "test", render_mode)() for _ in tasks]
+    k = args.num_eval_episodes or args.episodes_per_task
+    eval_envs = [make_env(args.env_id, k, "test", render_mode)() for _ in tasks]
     if video_dir:
         eval_envs[0] = gym.wrappers.RecordVideo(eval_envs[0], video_dir, episode_trigger=lambda _: True, disable_logger=True)
-    n, k = len(tasks), args.episodes_per_task
+    n = len(tasks)
     returns, successes = np.zeros((n, k)), np.zeros((n, k))
     obs = np.stack([env.reset(seed=args.eval_seed + i, options={"task": task})[0] for i, (env, task) in enumerate(zip(eval_envs, tasks))])
     latent, hidden = encoder.prior(n)
@@ -537,13 +554,13 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
         action_np = action.cpu().numpy()
         next_obs, rewards, enc_next = obs.copy(), np.zeros(n, dtype=np.float32), obs.copy()
         for i in np.flatnonzero(active):
-            next_obs[i], rewards[i], terminated, _, info = eval_envs[i].step(action_np[i])
+            next_obs[i], rewards[i], terminated, truncated, info = eval_envs[i].step(action_np[i])
             enc_next[i] = info.get("inner_final_obs", next_obs[i])
             returns[i, episode[i]] += rewards[i]
             successes[i, episode[i]] = max(successes[i, episode[i]], float(info.get("success", 0.0)))
-            if terminated or "inner_final_obs" in info:
+            if terminated or truncated or "inner_final_obs" in info:
                 episode[i] += 1
-            active[i] = not terminated
+            active[i] = not (terminated or truncated)
         enc_action = torch.as_tensor(encoder_actions(action_np, eval_envs[0].action_space), device=device)
         latent, hidden = encoder(
             enc_action.unsqueeze(0), torch.as_tensor(rewards, device=device).view(1, n, 1),
@@ -554,6 +571,12 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
     for env in eval_envs:
         env.close()
     return returns, successes
+
+
+def success_rate(successes):
+    """The papers' Meta-World success (the authors' metalearner.py): the fraction of tasks with a success in an
+    episode, averaged over the episodes. `successes` (tasks, episodes) is 1 where a task succeeded in an episode."""
+    return float((np.asarray(successes) > 0).mean(0).mean())
 
 
 # TRY NOT TO MODIFY: checkpoints and logging
@@ -758,7 +781,8 @@ if __name__ == "__main__":
         video_dir = os.path.join("videos", run_name) if args.capture_video else None
         returns, successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
         print(json.dumps({"checkpoint": args.eval_checkpoint, "return": returns.sum(1).mean(),
-                          "return_per_episode": returns.mean(0).tolist(), "success_per_episode": successes.mean(0).tolist()}))
+                          "return_per_episode": returns.mean(0).tolist(),
+                          "success_per_episode": successes.mean(0).tolist(), "success": success_rate(successes)}))
         sys.exit(0)
     if args.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -797,6 +821,7 @@ if __name__ == "__main__":
     logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
     rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
     terminals = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    final_values = torch.zeros((args.num_steps, args.num_envs)).to(device)  # where a time limit cut a meta-episode
     # META-RL LOGIC: what the encoder saw at every step, and where meta-episodes began, to re-run it in the update
     enc_actions = torch.zeros((args.num_steps, args.num_envs, action_dim)).to(device)
     raw_rewards = torch.zeros((args.num_steps, args.num_envs, 1)).to(device)
@@ -832,8 +857,11 @@ if __name__ == "__main__":
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = encoder_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-        # META-RL LOGIC: the hidden state is carried across iterations; the update re-runs the encoder from here
+        # META-RL LOGIC: the hidden state is carried across iterations; the update re-runs the encoder from here. The
+        # first latent comes from the current encoder, as `encode_rollout` recomputes it in the update.
         initial_hidden = hidden.clone()
+        with torch.no_grad():
+            next_latent = latent_before(encoder, hidden[0], next_start)
 
         for step in range(0, args.num_steps):
             global_step += args.num_envs
@@ -873,6 +901,14 @@ if __name__ == "__main__":
                     torch.as_tensor(enc_next, device=device).unsqueeze(0), hidden,
                 )
                 next_latent = next_latent[0]
+            # META-RL LOGIC: with --proper-time-limits, a meta-episode cut by the time limit bootstraps from the value
+            # of its true final state, with the latent that has seen the last transition
+            final_values[step] = 0.0
+            if args.proper_time_limits and truncations.any():
+                cut = torch.as_tensor(truncations & ~terminations, device=device)
+                with torch.no_grad():
+                    final_value = agent.get_value(torch.as_tensor(enc_next, device=device), next_latent).view(-1)
+                final_values[step] = torch.where(cut, final_value, 0.0)
             episode_returns[cols, episode_index] += reward
             episode_index += inner_end
             for i in np.flatnonzero(done):  # META-RL LOGIC: a finished meta-episode: reset the memory
@@ -899,7 +935,8 @@ if __name__ == "__main__":
             with torch.no_grad():
                 values = agent.get_value(obs.flatten(0, 1), latents.flatten(0, 1)).view(args.num_steps, args.num_envs)
                 next_value = agent.get_value(next_obs, next_latent).reshape(1, -1)
-            advantages, returns = compute_gae(rewards, values, terminals, next_value, args.gamma, args.gae_lambda)
+            advantages, returns = compute_gae(rewards, values, terminals, final_values, next_value, args.gamma,
+                                              args.gae_lambda)
 
             # flatten the batch
             b_obs = obs.reshape((-1,) + obs_space.shape)
@@ -983,8 +1020,9 @@ if __name__ == "__main__":
             eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir if last else None)
             metrics["eval/return"] = eval_returns.sum(1).mean()
             metrics.update({f"eval/return_ep{k + 1}": r for k, r in enumerate(eval_returns.mean(0))})
-            if args.env_id.startswith("MetaWorld"):
-                metrics["eval/success"] = eval_successes.max(1).mean()
+            if args.env_id.startswith("MetaWorld"):  # and the tasks solved in a meta-episode as long as training's
+                metrics["eval/success"] = success_rate(eval_successes)
+                metrics["eval/success_any"] = eval_successes[:, : args.episodes_per_task].max(1).mean()
         logger.log(metrics, global_step)
         logger.progress(global_step, args.total_timesteps, sps, force=last)
         problem = nonfinite(metrics, {"agent": agent, "encoder": encoder})

@@ -4,8 +4,9 @@
 
 A learning curve says little without its floor. For every env id this runs, on exactly the tasks that the training
 scripts evaluate on (`evaluation_tasks` with the preset's `num_eval_tasks` and `eval_seed`, the same reset seeds,
-the same meta-episode wrapper and the same bookkeeping as `evaluate`: raw rewards summed over the meta-episode, a
-task solved if any step of any episode reports success), two policies that need no learning:
+the same meta-episode wrapper and the same bookkeeping as `evaluate`: raw rewards summed over the meta-episode of
+`num_eval_episodes` episodes, and the papers' success rate: the fraction of tasks with a success in an episode,
+averaged over the episodes), two policies that need no learning:
 
 * `zero`: the action 0 at every step (on MuJoCo: standing or lying still; on Meta-World: the arm does not move);
 * `random`: actions drawn uniformly from the action space (a generator seeded by `--seed`).
@@ -38,28 +39,30 @@ def policy_returns(env_id, policy, seed=0, num_tasks=None):
     args = script.apply_preset(script.Args(env_id=env_id))
     if num_tasks is not None:
         args.num_eval_tasks = num_tasks
-    env = script.make_env(env_id, args.episodes_per_task, "test")()
+    k = args.num_eval_episodes or args.episodes_per_task
+    env = script.make_env(env_id, k, "test")()
     if policy == "zero" and not isinstance(env.action_space, gym.spaces.Box):
         raise ValueError(f"{env_id}: the zero policy needs a continuous action space, not {env.action_space}")
     tasks = script.evaluation_tasks(env, args.num_eval_tasks, args.eval_seed)
     rng = np.random.default_rng(seed)
-    n, k = len(tasks), args.episodes_per_task
+    n = len(tasks)
     returns, successes, steps = np.zeros((n, k)), np.zeros((n, k)), np.zeros(n, dtype=np.int64)
     for i, task in enumerate(tasks):  # one env for all tasks: a reset with a task and a seed starts afresh
         env.reset(seed=args.eval_seed + i, options={"task": task})
-        episode, terminated = 0, False
-        while not terminated:
+        episode, done = 0, False
+        while not done:
             if policy == "zero":
                 action = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
             elif isinstance(env.action_space, gym.spaces.Box):
                 action = rng.uniform(env.action_space.low, env.action_space.high).astype(env.action_space.dtype)
             else:
                 action = int(rng.integers(env.action_space.n))
-            _, reward, terminated, _, info = env.step(action)
+            _, reward, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
             returns[i, episode] += reward
             successes[i, episode] = max(successes[i, episode], float(info.get("success", 0.0)))
             steps[i] += 1
-            if "inner_final_obs" in info and not terminated:
+            if "inner_final_obs" in info and not done:
                 episode += 1
     env.close()
     return returns, successes, steps
@@ -89,7 +92,7 @@ def main(argv=None):
             total = returns.sum(1)
             row = {"env_id": env_id, "policy": policy, "tasks": len(total), "return": float(total.mean()),
                    "min": float(total.min()), "max": float(total.max()), "steps": float(steps.mean()),
-                   "return_per_episode": returns.mean(0).tolist(), "success": float(successes.max(1).mean())}
+                   "return_per_episode": returns.mean(0).tolist(), "success": script.success_rate(successes)}
             rows.append(row)
             success = f"{row['success']:.0%}" if env_id.startswith("MetaWorld") else ""
             print(f"| {env_id} | {policy} | {row['tasks']} | {row['return']:.2f} | {row['min']:.2f} | "

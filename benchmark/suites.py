@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 SCRIPTS = ("varibad_standard", "varibad_hyper", "rl2_standard", "rl2_hyper")
 SEEDS = (73, 20, 3)  # METHOD.md E.2
-INITS = ("bias", "weight", "hfi", "naive")  # the hypernetwork scripts' --hyper-init choices
+INITS = ("bias", "weight", "hfi", "naive", "kaiming")  # the hypernetwork scripts' --hyper-init choices
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,11 @@ SUITES = {
         [Entry(script, "GridNavi", SEEDS) for script in SCRIPTS],
     ),
     "init-gridnavi": (
-        "varibad_hyper.py's four initialisations of the hypernetwork on GridNavi, preset (4M frames), seeds 73 20 3.",
+        "varibad_hyper.py's five initialisations of the hypernetwork on GridNavi, preset (4M frames), seeds 73 20 3.",
         [Entry("varibad_hyper", "GridNavi", SEEDS, _init_flags(init)) for init in INITS],
     ),
     "init-cheetah": (
-        "varibad_hyper.py's four initialisations on CheetahDir, 3M frames (the preset is 75M), seeds 73 20.",
+        "varibad_hyper.py's five initialisations on CheetahDir, 3M frames (the preset is 75M), seeds 73 20.",
         [Entry("varibad_hyper", "CheetahDir", (73, 20), (*_init_flags(init), "--total-timesteps", "3000000"), f"{init}-3M")
          for init in INITS],
     ),

@@ -32,9 +32,10 @@ class GridNavi(TaskEnvMixin, gym.Env):
       - ``variant="sparse"`` (GridNavi): +1 on the goal, else -0.1;
       - ``variant="dense"`` (GridNaviDense): +1 on the goal, else -(|dx| + |dy|) / 5, the Manhattan distance to
         the goal scaled by 1/5;
-      - ``variant="show"`` (GridNaviShow): rewards as sparse, but whenever the agent stands on the start cell the
+      - ``variant="show"`` (GridNaviShow): rewards as sparse, but whenever a step ends on the start cell the
         observation is the goal's coordinates instead of (0, 0) (the 2023 paper's variant that favours task
-        inference).
+        inference). As in the authors' code, ``reset`` returns the plain start cell: the goal shows only after a
+        step (e.g. a noop) that ends on the start cell.
     * Never terminates; the registration truncates each episode after 15 steps.
     * Task: the goal (x, y) as a float array of shape (2,). ``sample_task`` draws one of the 21 goals; the
       test split uses the same distribution (evaluate on all of ``GOALS`` for exact numbers, see BOUNDS.md).
@@ -80,7 +81,7 @@ class GridNavi(TaskEnvMixin, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         self._prepare_reset(seed, options)
         self._pos = np.array(START, dtype=np.int64)
-        return self._obs(), {}
+        return self._pos.astype(np.float32), {}  # never the goal, even in the "show" variant
 
     def step(self, action):
         dx, dy = MOVES[int(action)]

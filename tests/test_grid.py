@@ -80,9 +80,11 @@ def test_dense_reward_is_scaled_manhattan_distance():
     assert rewards[-1] == 1.0
 
 
-def test_show_variant_reveals_the_goal_on_the_start_cell_only():
+def test_show_variant_reveals_the_goal_on_the_start_cell_only_after_a_step():
     env = gym.make("GridNaviShow")
     obs, _ = env.reset(options={"task": [3, 4]})
+    np.testing.assert_array_equal(obs, [0, 0])  # the authors' reset: the plain start cell
+    obs, *_ = env.step(NOOP)
     np.testing.assert_array_equal(obs, [3, 4])
     obs, *_ = env.step(RIGHT)
     np.testing.assert_array_equal(obs, [1, 0])

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import rl2_hyper as rh
 import varibad_hyper as vh
 import varibad_standard as vs
 
@@ -92,7 +93,8 @@ def head_stats(init, n_latents=256, seeds=range(8)):
 
 # B.7: generated-weight std, generated-bias std, pre-activation std, fraction of |tanh| > 0.95, std across latents
 B7 = {"bias": [0.104, 0, 0.77, 0.02, 0], "weight": [0.255, 0, 1.88, 0.31, 0.23],
-      "naive": [0.818, 0.83, 6.08, 0.75, 0.75], "hfi": [0.036, 0.57, 0.64, 0.005, 0.03]}
+      "naive": [0.818, 0.83, 6.08, 0.75, 0.75], "hfi": [0.036, 0.57, 0.64, 0.005, 0.03],
+      "kaiming": [0.816, 0.83, 6.05, 0.75, 0.75]}
 
 
 @pytest.mark.parametrize("init", B7)
@@ -105,7 +107,7 @@ def test_init_statistics_reproduce_method_b7(init):
     for k, (m, ref) in enumerate(zip(measured, B7[init])):
         if ref == 0:
             assert m == 0, (init, k, m)
-        elif (init, k) == ("naive", 1):
+        elif (init, k) in (("naive", 1), ("kaiming", 1)):
             assert abs(m / ref - 1) < 0.07, (init, k, m, ref)
         elif (init, k) == ("hfi", 3):
             assert abs(m - ref) < 0.001, (init, k, m, ref)
@@ -164,7 +166,32 @@ def test_embedding_width_follows_the_preset_and_logstd_is_shared():
 
 def test_bad_init_name_is_refused():
     with pytest.raises(ValueError, match="hyper-init"):
-        vh.HyperNetwork(25, [256, 256, 1], "kaiming", "critic")
+        vh.HyperNetwork(25, [256, 256, 1], "xavier", "critic")
+
+
+@pytest.mark.parametrize("module", [vh, rh], ids=lambda m: m.__name__)
+def test_weight_hyperinit_bias_heads_have_zero_weights_as_the_authors(module):
+    """Weight-HyperInit (the authors' hyper_bias_layer_init): every bias head has zero weights, so the generated biases
+    are the same for every latent: zero, except the critic output's, a standard critic bias draw U(+-1/sqrt(128))."""
+    torch.manual_seed(0)
+    critic = module.HyperNetwork(25, [256, 256, 128, 1], "weight", "critic")
+    for b_head in critic.bias_heads:
+        assert torch.all(b_head.weight == 0)
+    assert torch.all(critic.bias_heads[0].bias == 0) and torch.all(critic.bias_heads[1].bias == 0)
+    out_bias = critic.bias_heads[2].bias
+    assert out_bias.abs().item() > 0 and out_bias.abs().item() <= 1 / math.sqrt(128)
+    for w_head in critic.weight_heads:  # the weight heads: one base-init draw per column, zero bias
+        assert torch.all(w_head.bias == 0) and w_head.weight.std(1).min() > 0
+
+
+@pytest.mark.parametrize("module", [vh, rh], ids=lambda m: m.__name__)
+def test_kaiming_init_is_pytorch_kaiming_uniform_over_the_head_inputs(module):
+    torch.manual_seed(0)
+    net = module.HyperNetwork(25, [256, 256, 128, 6], "kaiming", "continuous")
+    bound = (5 / 3) * math.sqrt(3 / 25)  # gain(tanh) * sqrt(3 / fan_in), fan_in = d_e = 25
+    for head in [*net.weight_heads, *net.bias_heads]:
+        assert torch.all(head.bias == 0) and head.weight.abs().max() <= bound
+        assert head.weight.abs().max() > 0.95 * bound and abs(head.weight.std() / (bound / math.sqrt(3)) - 1) < 0.1
 
 
 @pytest.mark.parametrize("standard, hyper", [("varibad_standard.py", "varibad_hyper.py"), ("rl2_standard.py", "rl2_hyper.py")])

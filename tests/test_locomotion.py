@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
@@ -95,6 +96,68 @@ def test_observation_layouts_match_the_simulator_state():
     first, _ = humanoid.reset(seed=1)
     assert np.any(first[-84:] != 0)
     np.testing.assert_allclose(first[-84:], d.cfrc_ext.ravel().astype(np.float32))
+
+
+# ---------------------------------------------------------------- actions: raw cost, clipped physics
+
+# Control cost of the action 3.0 in every dimension. Cheetahs, Ant and Walker charge it on the raw action
+# (authors: 0.05 |a|^2, 0.5 |a|^2, 1e-3 |a|^2); HumanoidDir on the applied control 0.4 * clip(a, -1, 1), as
+# VariBAD (whose MuJoCo clamped data.ctrl in place before the cost was read).
+RAW_THREE_CTRL_COST = {
+    "CheetahDir": 0.05 * 9 * 6,  # 2.7
+    "CheetahVel": 0.05 * 9 * 6,
+    "AntDir": 0.5 * 9 * 8,  # 36.0
+    "WalkerRandParams": 1e-3 * 9 * 6,  # 0.054
+    "HumanoidDir": 0.1 * 0.4**2 * 17,  # 0.272, the same as for the action 1.0
+}
+
+
+@pytest.mark.parametrize("env_id", LOCOMOTION_IDS)
+def test_control_cost_of_an_action_of_three(env_id):
+    env = make(env_id, seed=1)
+    act_size = SIZES[env_id][1]
+    _, reward, _, _, info = env.step(np.full(act_size, 3.0, dtype=np.float32))
+    assert info["reward_ctrl"] == pytest.approx(-RAW_THREE_CTRL_COST[env_id], rel=1e-12)
+    others = sum(value for key, value in info.items() if key.startswith("reward_") and key != "reward_ctrl")
+    assert reward == pytest.approx(others + info["reward_ctrl"], abs=1e-9)  # reward_ctrl is the term in the reward
+
+
+@pytest.mark.parametrize("env_id", LOCOMOTION_IDS)
+def test_the_simulation_sees_the_clipped_action(env_id):
+    """From the same state, a raw action and its clip to [-1, 1] give the same next observation and forward reward,
+    even with the xml's ctrllimited flags switched off: the env clips before do_simulation, not MuJoCo."""
+    act_size = SIZES[env_id][1]
+    raw = np.linspace(-3.0, 3.0, act_size).astype(np.float32)
+    raw[0] = 3.0
+    clipped = np.clip(raw, -1.0, 1.0)
+    runs = {}
+    for name, action in (("raw", raw), ("clipped", clipped), ("ones", np.ones(act_size, np.float32))):
+        env = make(env_id, seed=3)
+        env.unwrapped.model.actuator_ctrllimited[:] = 0
+        obs, _, _, _, info = env.step(action)
+        runs[name] = (obs, info["reward_forward"], env.unwrapped.data.ctrl.copy(), info["reward_ctrl"])
+    np.testing.assert_array_equal(runs["raw"][0], runs["clipped"][0])
+    assert runs["raw"][1] == runs["clipped"][1]
+    np.testing.assert_array_equal(runs["raw"][2], runs["clipped"][2])  # the control MuJoCo was given
+    scale = 0.4 if env_id == "HumanoidDir" else 1.0  # HumanoidDir rescales [-1, 1] onto its ctrlrange
+    np.testing.assert_allclose(runs["raw"][2], scale * clipped.astype(np.float64), rtol=1e-7)
+    assert not np.array_equal(runs["ones"][0], runs["clipped"][0])  # and the action does matter
+    if env_id == "HumanoidDir":
+        assert runs["raw"][3] == runs["clipped"][3]
+    else:
+        assert runs["raw"][3] < runs["clipped"][3]  # the raw action costs more
+
+
+@pytest.mark.parametrize("env_id", ["CheetahDir", "AntDir", "WalkerRandParams", "HumanoidDir"])
+def test_three_and_one_give_the_same_next_observation(env_id):
+    act_size = SIZES[env_id][1]
+    observations = []
+    for value in (3.0, 1.0, -3.0, -1.0):
+        env = make(env_id, seed=4)
+        observations.append(env.step(np.full(act_size, value, dtype=np.float32))[0])
+    np.testing.assert_array_equal(observations[0], observations[1])
+    np.testing.assert_array_equal(observations[2], observations[3])
+    assert not np.array_equal(observations[0], observations[2])
 
 
 # ---------------------------------------------------------------- Cheetah-Dir / Cheetah-Vel
@@ -373,18 +436,58 @@ def test_walker_same_task_same_physics_different_task_different_physics():
     assert np.abs(obs_a1[1:n] - obs_b[1:n]).max() > 1e-2
 
 
+def capsule_mass(radius, length, density=1000.0):
+    return density * (np.pi * radius**2 * length + 4.0 / 3.0 * np.pi * radius**3)
+
+
+def test_walker_physics_is_the_authors_walker2d_xml():
+    """timestep 0.004 with RK4 and frame_skip 4 (dt 0.016); right / left foot friction 0.9 / 1.9; the rest as theirs."""
+    env = make("WalkerRandParams")
+    u = env.unwrapped
+    m = u.model
+    assert m.opt.timestep == 0.004 and m.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
+    assert u.frame_skip == 4 and u.dt == 0.016
+    assert u.metadata["render_fps"] == int(np.round(1.0 / u.dt)) == 62
+    # Before any task multiplier: the saved originals, and the model itself under the all-ones task.
+    names = [m.geom(i).name for i in range(m.ngeom)]
+    expected_friction = {"floor": 0.7, "foot_geom": 0.9, "foot_left_geom": 1.9}
+    expected = np.array([[expected_friction.get(name, 0.9), 0.1, 0.1] for name in names])
+    np.testing.assert_array_equal(u._original_params["geom_friction"], expected)
+    u.set_task(np.ones(65))
+    np.testing.assert_array_equal(m.geom_friction, expected)
+    assert m.geom_friction[m.geom("foot_geom").id, 0] == 0.9
+    assert m.geom_friction[m.geom("foot_left_geom").id, 0] == 1.9
+    # The authors' capsules (fromto lengths 0.4, 0.45, 0.5, 0.2; radii 0.05, 0.05, 0.04, 0.06), density 1000.
+    segments = [capsule_mass(0.05, 0.45), capsule_mass(0.04, 0.5), capsule_mass(0.06, 0.2)]
+    np.testing.assert_allclose(m.body_mass, [0.0, capsule_mass(0.05, 0.4), *segments, *segments], rtol=1e-9)
+    np.testing.assert_array_equal(m.dof_damping, [0, 0, 0] + [0.1] * 6)
+    np.testing.assert_array_equal(m.dof_armature, [0, 0, 0] + [0.01] * 6)
+    np.testing.assert_allclose(np.degrees(m.jnt_range[3:]), [[-150, 0], [-150, 0], [-45, 45]] * 2)
+    np.testing.assert_array_equal(m.actuator_gear[:, 0], 100.0)
+    np.testing.assert_array_equal(m.actuator_ctrlrange, np.tile([-1.0, 1.0], (6, 1)))
+    # Reset noise as the authors' reset_model: U(-0.005, 0.005) on qpos and qvel.
+    for seed in range(5):
+        env.reset(seed=seed)
+        assert np.abs(u.data.qpos - u.init_qpos).max() <= 0.005
+        assert np.abs(u.data.qvel - u.init_qvel).max() <= 0.005
+        assert np.abs(u.data.qpos - u.init_qpos).max() > 0.002
+
+
 def test_walker_reward_and_termination():
     env = make("WalkerRandParams", seed=6)
     u = env.unwrapped
-    assert u.dt == pytest.approx(0.008)
+    assert u.dt == pytest.approx(0.016)
     terminated = False
     for _ in range(300):
-        action = env.action_space.sample()
+        action = env.action_space.sample() * 1.5  # also outside [-1, 1]: the raw action is costed
         x_before = u.data.qpos[0]
         _, reward, terminated, _, info = env.step(action)
         x, height, angle = u.data.qpos[:3]
-        expected = (x - x_before) / u.dt + 1.0 - 1e-3 * np.sum(np.square(action, dtype=np.float64))
+        ctrl = 1e-3 * np.sum(np.square(action, dtype=np.float64))
+        expected = (x - x_before) / u.dt + 1.0 - ctrl
         assert reward == pytest.approx(expected, abs=1e-9)
+        assert info["reward_ctrl"] == pytest.approx(-ctrl, abs=1e-12)
+        assert info["reward_forward"] == pytest.approx((x - x_before) / u.dt, abs=1e-9)
         assert terminated == (not (0.8 < height < 2.0 and -1.0 < angle < 1.0))
         if terminated:
             break

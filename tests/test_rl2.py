@@ -88,6 +88,28 @@ def test_rollout_split_over_two_iterations_gives_the_same_actions(script, tmp_pa
     assert other != whole
 
 
+@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__)
+def test_the_first_latent_of_a_rollout_comes_from_the_updated_encoder(module):
+    """The rollout's step-0 latent (`latent_before` at the iteration start) equals what `encode_rollout` recomputes for
+    step 0 in the update, with the encoder after the last update, not the latent the old encoder produced."""
+    torch.manual_seed(0)
+    args = module.apply_preset(module.Args(env_id="CheetahDir"))
+    encoder = module.Encoder(20, 6, args)
+    T, N = 4, 3
+    actions, rewards, next_obs = torch.randn(T, N, 6), torch.randn(T, N, 1), torch.randn(T, N, 20)
+    hidden, starts = torch.randn(1, N, 256) * 0.3, torch.zeros(T, N, dtype=torch.bool)
+    starts[0, 2] = True  # env 2 starts a new meta-episode with this rollout: the prior
+    old_latent = module.latent_before(encoder, hidden[0], starts[0])
+    with torch.no_grad():  # an update of the encoder
+        for p in encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    first = module.latent_before(encoder, hidden[0], starts[0])
+    recomputed = module.encode_rollout(encoder, actions, rewards, next_obs, starts, hidden)[0]
+    assert torch.allclose(first, recomputed, atol=1e-6)
+    assert (first[:2] - old_latent[:2]).abs().min() > 1e-4  # the old encoder's latent would not match
+    assert torch.allclose(first[2], encoder.prior(1)[0][0])
+
+
 def encoder_weights(script_module, ckpt, env_id="GridNavi"):
     """(initial encoder, trained encoder) state dicts: the initial one rebuilt from the seed as the script does."""
     args = script_module.Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["args"].items()})

@@ -45,15 +45,15 @@ def test_meta_episode_wrapper_counts_episodes_and_sets_the_done_bit():
     while True:
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         steps += 1
-        assert not truncated
+        assert not terminated  # the grid has no terminal state: the meta-episode ends by the time limit
         np.testing.assert_array_equal(env.unwrapped.get_task(), task)  # one task for the whole meta-episode
         if "inner_final_obs" in info:
             inner_ends += 1
             assert obs[2] == 1 and info["inner_final_obs"][2] == 1
             np.testing.assert_array_equal(obs[:2], [0, 0])  # the new episode's start observation
-        elif not terminated:
+        elif not truncated:
             assert obs[2] == 0
-        if terminated:
+        if truncated:
             break
     assert (steps, inner_ends, env.episode) == (60, 3, 4)
     env.reset()
@@ -71,17 +71,33 @@ def test_meta_episode_wrapper_draws_tasks_from_its_seed_and_takes_a_given_task()
     np.testing.assert_array_equal(env.unwrapped.get_task(), [4, 4])
 
 
-def test_single_episode_envs_get_no_done_bit_and_end_after_one_episode():
+def test_single_episode_envs_get_no_done_bit_and_the_200th_step_arrives_truncated():
     env = vs.make_env("CheetahDir", 1)()
     assert env.observation_space.shape == (20,)
     env.reset(seed=0)
     for t in range(200):
         _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not terminated and truncated == (t == 199)
+
+
+def test_a_fall_ends_the_meta_episode_terminated_and_the_wrapper_passes_raw_actions():
+    env = vs.make_env("AntDir", 1)()
+    env.reset(seed=0)
+    env.unwrapped.set_state(np.r_[0, 0, 1.5, 1, 0, 0, 0, np.zeros(8)], env.unwrapped.init_qvel)  # torso above 1.0
+    _, reward, terminated, truncated, info = env.step(np.full(8, 3.0))
     assert terminated and not truncated
+    assert info["reward_ctrl"] == pytest.approx(-36.0)  # 0.5 * 3^2 * 8: the cost of the unclipped action
 
 
-def reference_gae(rewards, values, terminals, next_value, gamma, lam):
-    """Plain per-env loop: A_t = sum_l (gamma lam)^l delta_t+l, stopping after a terminal step."""
+def test_proper_time_limits_only_on_mujoco_and_meta_world():
+    for env_id in envs.ENV_IDS:
+        args = vs.apply_preset(vs.Args(env_id=env_id))
+        assert args.proper_time_limits == (env_id not in ("GridNavi", "GridNaviDense", "GridNaviShow", "TMaze")), env_id
+
+
+def reference_gae(rewards, values, terminals, final_values, next_value, gamma, lam):
+    """Plain per-env loop: A_t = sum_l (gamma lam)^l delta_t+l, stopping after a terminal step, where the next state's
+    value is the final state's (0 unless a time limit cut the meta-episode there)."""
     T, N = rewards.shape
     adv = np.zeros((T, N))
     for n in range(N):
@@ -89,7 +105,8 @@ def reference_gae(rewards, values, terminals, next_value, gamma, lam):
             total, discount = 0.0, 1.0
             for u in range(t, T):
                 next_v = next_value[n] if u == T - 1 else values[u + 1, n]
-                delta = rewards[u, n] + gamma * next_v * (1 - terminals[u, n]) - values[u, n]
+                next_v = final_values[u, n] if terminals[u, n] else next_v
+                delta = rewards[u, n] + gamma * next_v - values[u, n]
                 total += discount * delta
                 if terminals[u, n]:
                     break
@@ -103,10 +120,19 @@ def test_gae_equals_a_plain_reference_loop():
     T, N = 37, 5
     rewards, values, next_value = rng.normal(size=(T, N)), rng.normal(size=(T, N)), rng.normal(size=N)
     terminals = (rng.random((T, N)) < 0.1).astype(float)
-    adv, ret = vs.compute_gae(*(torch.tensor(x) for x in (rewards, values, terminals, next_value)), 0.97, 0.9)
-    expected = reference_gae(rewards, values, terminals, next_value, 0.97, 0.9)
+    final_values = terminals * (rng.random((T, N)) < 0.5) * rng.normal(size=(T, N))  # some ends are time-limit cuts
+    inputs = (torch.tensor(x) for x in (rewards, values, terminals, final_values, next_value))
+    adv, ret = vs.compute_gae(*inputs, 0.97, 0.9)
+    expected = reference_gae(rewards, values, terminals, final_values, next_value, 0.97, 0.9)
     np.testing.assert_allclose(adv.numpy(), expected, atol=1e-10)
     np.testing.assert_allclose(ret.numpy(), expected + values, atol=1e-10)
+
+
+def test_a_truncated_step_bootstraps_from_its_final_value_and_a_terminal_one_does_not():
+    rewards, values = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.5, 0.5]])
+    terminals, final_values, next_value = torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([[9.0, 9.0]])
+    adv, _ = vs.compute_gae(rewards, values, terminals, final_values, next_value, 0.9, 0.95)
+    np.testing.assert_allclose(adv.numpy(), [[1.0 + 0.9 * 2.0 - 0.5, 1.0 - 0.5]])  # never the next task's 9.0
 
 
 def test_kl_is_zero_for_identical_posteriors_and_positive_otherwise():
@@ -154,6 +180,51 @@ def test_elbo_terms_are_finite_scalars_and_train_the_vae(env_id):
     a = vs.elbo_terms(encoder, decoder, batch, args, generator=torch.Generator().manual_seed(0))
     b = vs.elbo_terms(encoder, decoder, padded, args, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(torch.stack(a), torch.stack(b))
+
+
+def authors_kl(kl, subsample_elbos, rng):
+    """The authors' vae.py reduction, transcribed: kl (H + 1, B) of equal-length meta-episodes; with subsampling,
+    `kl[elbo_indices]` with E * B indices drawn from 0..H (rows for all B meta-episodes), summed over everything."""
+    if subsample_elbos:
+        elbo_indices = torch.as_tensor(rng.integers(0, kl.shape[0], subsample_elbos * kl.shape[1]))
+        kl = kl[elbo_indices]
+    return kl.sum(dim=0).sum(dim=0).mean()
+
+
+@pytest.mark.parametrize("env_id", ["GridNavi", "CheetahDir"])
+def test_elbo_kl_equals_the_authors_reduction(env_id):
+    """GridNavi (all t): equal on a fixed batch. CheetahDir (50 of 201 t drawn per meta-episode, B = 10): equal in
+    expectation, B^2 = 100 times a per-meta-episode average; both averaged over 400 draws."""
+    args = vs.apply_preset(vs.Args(env_id=env_id))
+    obs_dim, action_dim = ELBO_DIMS[env_id]
+    H = args.episodes_per_task * gym.spec(env_id).max_episode_steps
+    B = args.vae_batch_num_trajs
+    torch.manual_seed(0)
+    encoder, decoder = vs.Encoder(obs_dim, action_dim, args), vs.Decoder(obs_dim, action_dim, args)
+    batch = fake_batch(args, obs_dim, action_dim, [H] * B, H)
+    with torch.no_grad():
+        prior, hidden = encoder.prior(B)
+        mu, logvar = torch.cat([prior.unsqueeze(0), encoder(*batch[1:4], hidden)[0]]).chunk(2, -1)
+        zeros = torch.zeros_like(mu[:1])
+        kl = vs.gaussian_kl(mu, logvar, torch.cat([zeros, mu[:-1]]), torch.cat([zeros, logvar[:-1]]))  # (H + 1, B)
+        draws = 1 if not args.vae_subsample_elbos else 400
+        ours = np.mean([vs.elbo_terms(encoder, decoder, batch, args, torch.Generator().manual_seed(s))[2] for s in range(draws)])
+        rng = np.random.default_rng(0)
+        theirs = np.mean([authors_kl(kl, args.vae_subsample_elbos, rng) for _ in range(draws)])
+    per_meta_episode = kl.sum(0).mean().item() * (args.vae_subsample_elbos / (H + 1) if args.vae_subsample_elbos else 1)
+    if args.vae_subsample_elbos:
+        assert ours == pytest.approx(theirs, rel=0.02) and ours == pytest.approx(B * B * per_meta_episode, rel=0.02)
+    else:
+        assert ours == pytest.approx(theirs, rel=1e-5) and ours == pytest.approx(B * per_meta_episode, rel=1e-5)
+
+
+def test_meta_world_success_is_the_papers_formula():
+    """The authors' metalearner.py: per episode, the fraction of tasks with a success in it; then the mean over
+    episodes. Tasks 0-2 (rows) over 4 episodes: 2/3, 0, 1/3, 1/3 -> 1/3 (solved in any episode: 1.0)."""
+    successes = np.array([[1, 0, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0.0]])
+    assert vs.success_rate(successes) == pytest.approx(1 / 3)
+    success_ret = torch.tensor(successes) * 7  # theirs counts success steps per episode
+    assert vs.success_rate(successes) == pytest.approx((success_ret > 0).float().mean(dim=0).mean().item())
 
 
 def test_grid_reconstruction_equals_the_plain_sum_of_bernoulli_losses():
