@@ -1,6 +1,7 @@
 """varibad_standard.py and varibad_hyper.py: their parts imported as modules (the shared blocks once, the Agent of
 both), and the whole scripts run with tiny budgets. Hypernetwork specifics: test_hypernetwork.py."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -193,11 +194,14 @@ def authors_kl(kl, subsample_elbos, rng):
 
 @pytest.mark.parametrize("env_id", ["GridNavi", "CheetahDir"])
 def test_elbo_kl_equals_the_authors_reduction(env_id):
-    """GridNavi (all t): equal on a fixed batch. CheetahDir (50 of 201 t drawn per meta-episode, B = 10): equal in
-    expectation, B^2 = 100 times a per-meta-episode average; both averaged over 400 draws."""
+    """GridNavi (all t): equal on a fixed batch. CheetahDir (50 t drawn per meta-episode, B = 10): equal in
+    expectation, B^2 = 100 times a per-meta-episode average, over 300 draws (meta-episodes shortened to 30 steps and
+    one decode per term, for speed: neither changes the KL's reduction)."""
     args = vs.apply_preset(vs.Args(env_id=env_id))
     obs_dim, action_dim = ELBO_DIMS[env_id]
-    H = args.episodes_per_task * gym.spec(env_id).max_episode_steps
+    H = args.episodes_per_task * gym.spec(env_id).max_episode_steps if env_id == "GridNavi" else 30
+    if args.vae_subsample_decodes:
+        args = dataclasses.replace(args, vae_subsample_decodes=1)
     B = args.vae_batch_num_trajs
     torch.manual_seed(0)
     encoder, decoder = vs.Encoder(obs_dim, action_dim, args), vs.Decoder(obs_dim, action_dim, args)
@@ -207,7 +211,7 @@ def test_elbo_kl_equals_the_authors_reduction(env_id):
         mu, logvar = torch.cat([prior.unsqueeze(0), encoder(*batch[1:4], hidden)[0]]).chunk(2, -1)
         zeros = torch.zeros_like(mu[:1])
         kl = vs.gaussian_kl(mu, logvar, torch.cat([zeros, mu[:-1]]), torch.cat([zeros, logvar[:-1]]))  # (H + 1, B)
-        draws = 1 if not args.vae_subsample_elbos else 400
+        draws = 300 if args.vae_subsample_elbos else 1
         ours = np.mean([vs.elbo_terms(encoder, decoder, batch, args, torch.Generator().manual_seed(s))[2] for s in range(draws)])
         rng = np.random.default_rng(0)
         theirs = np.mean([authors_kl(kl, args.vae_subsample_elbos, rng) for _ in range(draws)])
@@ -349,7 +353,8 @@ def test_every_benchmark_runs_a_short_budget(script, env_id, tmp_path):
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     result = json.loads((run_dir / "eval.json").read_text())
-    assert len(result["returns"][0]) == envs.EPISODES_PER_TASK[env_id]
+    episodes = vs.apply_preset(vs.Args(env_id=env_id)).num_eval_episodes or envs.EPISODES_PER_TASK[env_id]
+    assert len(result["returns"][0]) == episodes  # Meta-World: 10, as the papers evaluate
     assert np.isfinite(result["return"])
 
 
