@@ -385,7 +385,8 @@ class RunningMeanStd(nn.Module):
 
 class RewardNormalizer:
     """Divides rewards by the running std of the discounted return (per env, reset at meta-episode ends), then
-    clips. The policy and critic see normalised rewards; the task encoder always sees raw rewards."""
+    clips. The policy and critic see normalised rewards; the task encoder always sees raw rewards. As in the
+    authors' VecNormalize, a finished meta-episode's return is reset before the statistics see it (they see a 0)."""
 
     def __init__(self, num_envs, gamma, clip):
         self.rms, self.gamma, self.clip = RunningMeanStd(), gamma, clip
@@ -393,8 +394,8 @@ class RewardNormalizer:
 
     def __call__(self, rewards, terminals):
         self.returns = self.returns * self.gamma + rewards
-        self.rms.update(torch.as_tensor(self.returns))
         self.returns[terminals] = 0.0
+        self.rms.update(torch.as_tensor(self.returns))
         return np.clip(rewards / math.sqrt(self.rms.var.item() + 1e-8), -self.clip, self.clip)
 
 

@@ -222,6 +222,24 @@ def test_elbo_kl_equals_the_authors_reduction(env_id):
         assert ours == pytest.approx(theirs, rel=1e-5) and ours == pytest.approx(B * per_meta_episode, rel=1e-5)
 
 
+@pytest.mark.parametrize("module", [varibad_standard, varibad_hyper], ids=lambda m: m.__name__)
+def test_reward_normaliser_is_the_authors_vecnormalize(module):
+    """r / sqrt(Var(discounted return) + 1e-8), clipped; the return accumulator is per env, reset at a meta-episode
+    end *before* the statistics are updated (the authors' order: the finished return enters them as 0)."""
+    norm = module.RewardNormalizer(2, 0.9, 10.0)
+    seen = []
+    for rewards, ends in [([1.0, 2.0], [False, False]), ([1.0, 2.0], [False, True]), ([3.0, -1.0], [False, False])]:
+        out = norm(np.array(rewards), np.array(ends))
+        seen.append(norm.returns.copy())
+        var = np.var(np.concatenate(seen), ddof=0)  # the running variance, up to its 1e-4 prior count
+        np.testing.assert_allclose(out, np.clip(np.array(rewards) / np.sqrt(var + 1e-8), -10, 10), rtol=1e-3)
+    np.testing.assert_allclose(seen[1], [1.9, 0.0])  # env 1's meta-episode ended: its return restarts from 0
+    np.testing.assert_allclose(seen[2], [1.9 * 0.9 + 3.0, -1.0])
+    # the clip: the first reward of 1e6 is 100 running stds (the prior's count of 1e-4 keeps the variance at 1e8)
+    assert module.RewardNormalizer(1, 0.9, 10.0)(np.array([1e6]), np.array([False]))[0] == 10.0
+    assert module.RewardNormalizer(1, 0.9, 200.0)(np.array([1e6]), np.array([False]))[0] == pytest.approx(100.0, rel=1e-3)
+
+
 def test_meta_world_success_is_the_papers_formula():
     """The authors' metalearner.py: per episode, the fraction of tasks with a success in it; then the mean over
     episodes. Tasks 0-2 (rows) over 4 episodes: 2/3, 0, 1/3, 1/3 -> 1/3 (solved in any episode: 1.0)."""
