@@ -453,38 +453,51 @@ def mlp(sizes):
     return nn.Sequential(*layers[:-1])
 
 
+class TransitionEmbedding(nn.Module):
+    """A decoder's relu embeddings of a state and, given, an action (none where the action embedding size is 0)."""
+
+    def __init__(self, obs_dim, action_dim, args):
+        super().__init__()
+        self.state = nn.Linear(obs_dim, args.state_embedding_size)
+        self.action = nn.Linear(action_dim, args.action_embedding_size) if args.action_embedding_size else None
+
+    def forward(self, obs, actions=None):
+        parts = [F.relu(self.state(obs))]
+        if actions is not None and self.action is not None:
+            parts.append(F.relu(self.action(actions)))
+        return parts
+
+
 class Decoder(nn.Module):
     """p(r_i+1, s_i+1 | s_i, a_i, m). 'grid': per-cell Bernoulli logits of 'reward = 1', one head per cell,
     from m alone; 'mlp': reward regression from [m, emb(s_i+1), emb(a_i), emb(s_i)]; optional state regression
-    of s_i+1 from [m, emb(s_i), emb(a_i)]."""
+    of s_i+1 from [m, emb(s_i), emb(a_i)]. Each decoder has its own embeddings, as the authors'."""
 
     def __init__(self, obs_dim, action_dim, args, num_cells=25):
         super().__init__()
         self.reward_kind, L = args.reward_decoder, args.latent_dim
-        self.state_embed = nn.Linear(obs_dim, args.state_embedding_size)
-        self.action_embed = nn.Linear(action_dim, args.action_embedding_size) if args.action_embedding_size else None
         emb = args.state_embedding_size + args.action_embedding_size
+        if self.reward_kind != "none":  # (created but unused by the 'grid' decoder)
+            self.reward_embed = TransitionEmbedding(obs_dim, action_dim, args)
         if self.reward_kind == "grid":
             self.reward = mlp([L, *args.reward_decoder_layers, num_cells])
         elif self.reward_kind == "mlp":
             self.reward = mlp([L + emb + args.state_embedding_size, *args.reward_decoder_layers, 1])
-        self.state = mlp([L + emb, *args.state_decoder_layers, obs_dim]) if args.state_decoder_layers else None
-
-    def embeddings(self, obs, actions):
-        parts = [F.relu(self.state_embed(obs))]
-        if self.action_embed is not None:
-            parts.append(F.relu(self.action_embed(actions)))
-        return parts
+        self.state = None
+        if args.state_decoder_layers:
+            self.state_embed = TransitionEmbedding(obs_dim, action_dim, args)
+            self.state = mlp([L + emb, *args.state_decoder_layers, obs_dim])
 
     def losses(self, m, obs, actions, rewards, next_obs):
         """Per-transition negative log-likelihoods (reward, state) of the 'mlp' and state decoders, each of the
         batch shape of `rewards[..., 0]` (the 'grid' decoder is evaluated in `elbo_terms`)."""
         rec_reward = rec_state = torch.zeros_like(rewards[..., 0])
         if self.reward_kind == "mlp":
-            x = torch.cat([m, F.relu(self.state_embed(next_obs)), *self.embeddings(obs, actions)[1:], F.relu(self.state_embed(obs))], -1)
+            state, *action = self.reward_embed(obs, actions)
+            x = torch.cat([m, *self.reward_embed(next_obs), *action, state], -1)
             rec_reward = (self.reward(x)[..., 0] - rewards[..., 0]) ** 2
         if self.state is not None:
-            rec_state = ((self.state(torch.cat([m, *self.embeddings(obs, actions)], -1)) - next_obs) ** 2).mean(-1)
+            rec_state = ((self.state(torch.cat([m, *self.state_embed(obs, actions)], -1)) - next_obs) ** 2).mean(-1)
         return rec_reward, rec_state
 
 

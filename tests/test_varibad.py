@@ -249,6 +249,23 @@ def test_meta_world_success_is_the_papers_formula():
     assert vs.success_rate(successes) == pytest.approx((success_ret > 0).float().mean(dim=0).mean().item())
 
 
+def test_each_decoder_has_its_own_embeddings_as_the_authors():
+    """ML10 decodes rewards and states: two sets of state / action embeddings; Walker (states only) and CheetahDir
+    (rewards only) one each, and the state decoder's loss does not depend on the reward decoder's embeddings."""
+    sizes = {}
+    for env_id in ("MetaWorldML10", "WalkerRandParams", "CheetahDir"):
+        args = vs.apply_preset(vs.Args(env_id=env_id))
+        obs_dim, action_dim = ELBO_DIMS[env_id]
+        decoder = vs.Decoder(obs_dim, action_dim, args)
+        sizes[env_id] = sum(isinstance(m, vs.TransitionEmbedding) for m in decoder.modules())
+    assert sizes == {"MetaWorldML10": 2, "WalkerRandParams": 1, "CheetahDir": 1}
+    args = vs.apply_preset(vs.Args(env_id="MetaWorldML10"))
+    decoder = vs.Decoder(40, 4, args)
+    m, obs, actions, rewards = torch.randn(7, 5), torch.randn(7, 40), torch.randn(7, 4), torch.randn(7, 1)
+    decoder.losses(m, obs, actions, rewards, obs)[1].sum().backward()
+    assert decoder.reward_embed.state.weight.grad is None and decoder.state_embed.state.weight.grad.abs().sum() > 0
+
+
 def test_grid_reconstruction_equals_the_plain_sum_of_bernoulli_losses():
     """The grid decoder's per-cell label counting equals sum_t sum_i BCE(logit_t[cell(s'_i)], 1[r_i = 1]) / B."""
     args = vs.apply_preset(vs.Args(env_id="GridNavi"))
