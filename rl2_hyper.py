@@ -158,9 +158,11 @@ class Args:
     """the number of iterations (computed in runtime)"""
 
 
-_MUJOCO = dict(proper_time_limits=True, num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
+_MUJOCO = dict(proper_time_limits=True,
+               num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
                gamma=0.97, gae_lambda=0.9, action_embedding_size=16, reward_embedding_size=16, num_eval_tasks=16)
-_METAWORLD = dict(_MUJOCO, num_eval_episodes=10, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
+_METAWORLD = dict(_MUJOCO, num_eval_episodes=10,
+                  num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
 # METHOD.md E.2 (PPO and encoder settings as for VariBAD). HumanoidDir has no committed preset: it takes the MuJoCo
 # settings with one 2 x 200 meta-episode per rollout. TMaze follows MC-LS / the authors' T-maze sets, with a chrono
 # init of the GRU (ours, README "Where we deviate"): with zero gate biases, the gradient across the 98-step

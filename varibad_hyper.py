@@ -175,11 +175,13 @@ class Args:
     """the number of iterations (computed in runtime)"""
 
 
-_MUJOCO = dict(proper_time_limits=True, num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
+_MUJOCO = dict(proper_time_limits=True,
+               num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
                gamma=0.97, gae_lambda=0.9, action_embedding_size=16, reward_embedding_size=16, reward_decoder="mlp",
                reward_decoder_layers=(64, 32), kl_weight=0.1, vae_batch_num_trajs=10, num_vae_updates=1,
                vae_buffer_size=10_000, vae_subsample_elbos=50, vae_subsample_decodes=50, num_eval_tasks=16)
-_METAWORLD = dict(_MUJOCO, num_eval_episodes=10, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, kl_weight=1.0,
+_METAWORLD = dict(_MUJOCO, num_eval_episodes=10,
+                  num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, kl_weight=1.0,
                   reward_decoder_layers=(128, 64, 32), num_vae_updates=3, num_eval_tasks=10)
 # METHOD.md E.2. HumanoidDir has no committed preset: it takes the MuJoCo settings with one 2 x 200 meta-episode
 # per rollout. TMaze follows MC-LS / the authors' T-maze sets (one 4 x 100 meta-episode per rollout), with a chrono
