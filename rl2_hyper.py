@@ -1,27 +1,22 @@
-# Docs: README.md, section "The scripts"
-"""RL2 (Duan et al. 2016; Wang et al. 2016) with a *hypernetwork* policy: "RNN+HN" of Beck et al. 2023, in one file.
+# Docs: docs/rl2.md
+"""RL2 (Duan et al. 2016; Wang et al. 2016) with a *hypernetwork* policy, "RNN+HN" of Beck et al. 2023, in one file.
 
-A recurrent task encoder (embeddings of (a_t, r_t, s_t+1) -> GRU -> a deterministic linear read-out) summarises the
-meta-episode so far; a hypernetwork generates every weight of the policy's base network from that read-out, with
-Bias-HyperInit by default. There is no decoder and no ELBO: the PPO loss trains the encoder end to end, through
-the whole rollout, which the update re-runs from each env's stored hidden state (recurrent PPO, minibatches of
-whole env sequences). The hidden state is carried across iterations and reset only at meta-episode ends.
-
-Differs from `varibad_hyper.py` only in the task encoder and how it is trained (there: a VAE trained by the ELBO,
-its latent detached from the policy); from `rl2_standard.py` only in the policy (there: [state, latent] concatenated).
+A recurrent task encoder (embeddings of (a_t, r_t, s_t+1) -> GRU -> a linear read-out, the latent) summarises the
+meta-episode so far. A hypernetwork generates every weight of the policy's base network from the latent, with
+Bias-HyperInit by default. There is no decoder: the PPO loss trains the encoder end to end, through the rollout, which
+the update re-runs from each env's stored hidden state. Differs from `varibad_hyper.py` only in the task encoder and
+how it is trained, from `rl2_standard.py` only in the policy (there the latent is concatenated to the state).
 
     python rl2_hyper.py --env-id GridNavi            # the paper's preset for GridNavi
-    python rl2_hyper.py --env-id CheetahDir --help    # shows CheetahDir's preset values as defaults
+    python rl2_hyper.py --env-id CheetahDir --help   # shows CheetahDir's preset as the defaults
 """
 
 import csv
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import pickle
-import random
 import signal
 import sys
 import time
@@ -44,306 +39,165 @@ import envs
 
 @dataclass
 class Args:
-    """`--env-id X` loads the paper's preset for X (METHOD.md E.2); any flag given overrides it."""
+    """`--env-id X` loads the paper's preset for X (docs/method.md, Presets); any flag given overrides it."""
 
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = False
-    """if toggled, use CUDA when a GPU is present (a warning and the CPU otherwise)"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "hyper-meta-rl"
-    """the wandb's project name"""
-    wandb_entity: Optional[str] = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """if toggled, record the final evaluation's meta-episodes to `videos/{run_name}`"""
-    save_model: bool = False
-    """if toggled, save checkpoints to `runs/{run_name}/checkpoint.pt` (every `--save-every` iterations and at the end)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = False  # if toggled, use CUDA when a GPU is present (a warning and the CPU otherwise)
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "hyper-meta-rl"  # the wandb's project name
+    wandb_entity: Optional[str] = None  # the entity (team) of wandb's project
+    capture_video: bool = False  # if toggled, record the final evaluation's meta-episodes to `videos/{run_name}`
+    save_model: bool = False  # if toggled, save `runs/{run_name}/checkpoint.pt` every --save-every iterations
 
     # Algorithm specific arguments
-    env_id: str = "GridNavi"
-    """the id of the environment (one of envs.ENV_IDS)"""
-    total_timesteps: int = 4_000_000
-    """total frames of the experiment, precollection included"""
-    learning_rate: float = 3e-4
-    """the learning rate of the policy optimizer"""
-    num_envs: int = 16
-    """the number of parallel game environments"""
-    num_steps: int = 60
-    """the number of steps to run in each environment per policy rollout"""
-    anneal_lr: bool = False
-    """Toggle learning rate annealing for policy and value networks"""
-    gamma: float = 0.95
-    """the discount factor gamma"""
-    gae_lambda: float = 0.95
-    """the lambda for the general advantage estimation"""
-    num_minibatches: int = 4
-    """the number of mini-batches"""
-    update_epochs: int = 2
-    """the K epochs to update the policy"""
-    norm_adv: bool = True
-    """Toggles advantages normalization"""
-    clip_coef: float = 0.05
-    """the surrogate clipping coefficient (also clips the value loss)"""
-    clip_vloss: bool = True
-    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
-    ent_coef: float = 0.1
-    """coefficient of the entropy"""
-    vf_coef: float = 0.5
-    """coefficient of the value function"""
-    max_grad_norm: float = 0.5
-    """the maximum norm for the gradient clipping"""
-    adam_eps: float = 1e-5
-    """the epsilon of the policy's Adam optimizer"""
-    reward_clip: float = 10.0
-    """normalised rewards (divided by the std of the discounted return) are clipped to +-this"""
-    async_envs: bool = False
-    """if toggled, step the environments in subprocesses (AsyncVectorEnv; for machines with many cores)"""
+    env_id: str = "GridNavi"  # the id of the environment (one of envs.ENV_IDS)
+    total_timesteps: int = 4_000_000  # total frames of the experiment, precollection included
+    learning_rate: float = 3e-4  # the learning rate of the policy optimizer
+    num_envs: int = 16  # the number of parallel game environments
+    num_steps: int = 60  # the number of steps to run in each environment per policy rollout
+    anneal_lr: bool = False  # Toggle learning rate annealing for policy and value networks
+    gamma: float = 0.95  # the discount factor gamma
+    gae_lambda: float = 0.95  # the lambda for the general advantage estimation
+    num_minibatches: int = 4  # the number of mini-batches
+    update_epochs: int = 2  # the K epochs to update the policy
+    norm_adv: bool = True  # Toggles advantages normalization
+    clip_coef: float = 0.05  # the surrogate clipping coefficient (also clips the value loss)
+    clip_vloss: bool = True  # Toggles whether or not to use a clipped loss for the value function, as per the paper.
+    ent_coef: float = 0.1  # coefficient of the entropy
+    vf_coef: float = 0.5  # coefficient of the value function
+    max_grad_norm: float = 0.5  # the maximum norm for the gradient clipping
+    adam_eps: float = 1e-5  # the epsilon of the policy's Adam optimizer
+    reward_clip: float = 10.0  # normalised rewards (divided by the std of the discounted return) are clipped to +-this
+    async_envs: bool = False  # if toggled, step the environments in subprocesses (for machines with many cores)
 
     # Meta-RL arguments
-    episodes_per_task: int = 4
-    """episodes per meta-episode (task), the BAMDP horizon is this x the env's episode length"""
-    eval_every: int = 25
-    """evaluate on the held-out tasks every this many iterations (0: only at the end)"""
-    num_eval_tasks: int = 21
-    """number of held-out evaluation tasks (finite task sets, e.g. GridNavi's 21 goals, are cycled through)"""
-    eval_seed: int = 1_000_003
-    """seed of the generator that draws the held-out evaluation tasks (the same for every run)"""
-    num_eval_episodes: int = 0
-    """episodes per held-out task in an evaluation (0: --episodes-per-task; Meta-World: 10, as the papers)"""
-    proper_time_limits: bool = False
-    """if toggled, a meta-episode cut by the time limit bootstraps from its final state's value (MuJoCo, Meta-World)"""
-    save_every: int = 250
-    """with --save-model, write a checkpoint every this many iterations"""
-    resume: Optional[str] = None
-    """path of a checkpoint to continue training from"""
-    eval_checkpoint: Optional[str] = None
-    """path of a checkpoint to evaluate (no training; with --capture-video, records videos)"""
+    episodes_per_task: int = 4  # episodes per meta-episode (task), the BAMDP horizon is this x the env's episode length
+    precollect_frames: int = 5000  # frames collected with the initial policy before any update (counted in the budget)
+    proper_time_limits: bool = False  # if toggled, a meta-episode cut by the time limit bootstraps from its last state
+    eval_every: int = 25  # evaluate on the held-out tasks every this many iterations (0: only at the end)
+    num_eval_tasks: int = 21  # number of held-out evaluation tasks (a finite task list, e.g. GridNavi's, is cycled)
+    num_eval_episodes: int = 0  # episodes per held-out task in an evaluation (0: --episodes-per-task)
+    eval_seed: int = 1_000_003  # seed of the generator that draws the held-out evaluation tasks
+    save_every: int = 250  # with --save-model, write a checkpoint every this many iterations
+    resume: Optional[str] = None  # path of a checkpoint to continue training from
+    eval_checkpoint: Optional[str] = None  # path of a checkpoint to evaluate (no training)
+
+    # Task encoder and policy arguments
+    latent_dim: int = 5  # the encoder's read-out (the policy's latent) has 2 x this units, as VariBAD's [mu, logvar]
+    encoder_gru_hidden_size: int = 256  # hidden size of the encoder's GRU
+    encoder_gru_chrono: int = 0  # if T >= 2: chrono init of the GRU's update-gate bias, for memory over ~T steps
+    action_embedding_size: int = 0  # encoder/decoder action embedding size (0: actions are not encoded, as on GridNavi)
+    reward_embedding_size: int = 8  # encoder/decoder reward embedding size
+    state_embedding_size: int = 32  # encoder/decoder state embedding size
+    policy_state_embedding_dim: int = 256  # the policy's state embedding size
+    policy_latent_embedding_dim: int = 25  # the policy's latent embedding size: the width of the hypernetwork's input e
+    hyper_init: Literal["bias", "weight", "hfi", "naive", "kaiming"] = "bias"  # the hypernetwork's initialisation
 
     # RL2 arguments
-    latent_dim: int = 5
-    """the encoder's read-out has 2 x latent_dim units (the policy's 'latent'; deterministic)"""
-    encoder_gru_hidden_size: int = 256
-    """hidden size of the encoder's GRU"""
-    encoder_gru_chrono: int = 0
-    """if T >= 2: chrono init of the GRU's update-gate bias, log U(1, T-1), for memory over ~T steps (0: zero bias)"""
-    action_embedding_size: int = 0
-    """encoder action embedding size (0: actions are not encoded, as on GridNavi)"""
-    reward_embedding_size: int = 8
-    """encoder reward embedding size"""
-    state_embedding_size: int = 32
-    """encoder state embedding size"""
-    policy_state_embedding_dim: int = 256
-    """the policy's state embedding size"""
-    policy_latent_embedding_dim: int = 25
-    """the policy's latent embedding size: the width of the hypernetwork's input e"""
-    hyper_init: Literal["bias", "weight", "hfi", "naive", "kaiming"] = "bias"
-    """init of the hypernetwork heads: bias (Bias-HyperInit), weight (Weight-HyperInit), hfi, naive (normc), kaiming"""
-    encoder_max_grad_norm: float = 0.5
-    """the maximum norm of the encoder's gradient (clipped separately from the policy's)"""
-    precollect_frames: int = 5000
-    """frames collected with the initial policy before any update (counted in the budget)"""
-
-    # to be filled in runtime
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    minibatch_size: int = 0
-    """the mini-batch size (computed in runtime)"""
-    num_iterations: int = 0
-    """the number of iterations (computed in runtime)"""
+    encoder_max_grad_norm: float = 0.5  # the maximum norm of the encoder's gradient (clipped apart from the policy's)
 
 
-_MUJOCO = dict(proper_time_limits=True,
-               num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1, adam_eps=1e-8, ent_coef=0.01,
-               gamma=0.97, gae_lambda=0.9, action_embedding_size=16, reward_embedding_size=16, num_eval_tasks=16)
-_METAWORLD = dict(_MUJOCO, num_eval_episodes=10,
-                  num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001, reward_clip=1e5, num_eval_tasks=10)
-# METHOD.md E.2 (PPO and encoder settings as for VariBAD). HumanoidDir has no committed preset: it takes the MuJoCo
-# settings with one 2 x 200 meta-episode per rollout. TMaze follows MC-LS / the authors' T-maze sets, with a chrono
-# init of the GRU (ours, README "Where we deviate"): with zero gate biases, the gradient across the 98-step
-# corridor is ~1e-20.
+# The papers' settings per benchmark, and where they come from: docs/method.md, Presets.
+# fmt: off
+_MUJOCO = dict(proper_time_limits=True, num_envs=16, num_steps=400, total_timesteps=75_000_000, clip_coef=0.1,
+               adam_eps=1e-8, ent_coef=0.01, gamma=0.97, gae_lambda=0.9, action_embedding_size=16,
+               reward_embedding_size=16, num_eval_tasks=16)
+_METAWORLD = dict(_MUJOCO, num_eval_episodes=10, num_envs=8, num_steps=600, num_minibatches=8, ent_coef=0.001,
+                  reward_clip=1e5, num_eval_tasks=10)
 PRESETS = {
-    "GridNavi": {},
-    "GridNaviDense": {},
-    "GridNaviShow": {},
-    "CheetahDir": _MUJOCO,
-    "CheetahVel": _MUJOCO,
+    "GridNavi": {}, "GridNaviDense": {}, "GridNaviShow": {},
+    "CheetahDir": _MUJOCO, "CheetahVel": _MUJOCO, "HumanoidDir": _MUJOCO,
     "AntDir": dict(_MUJOCO, num_steps=200, num_minibatches=1, policy_latent_embedding_dim=10),
-    "HumanoidDir": _MUJOCO,
     "WalkerRandParams": dict(_MUJOCO, num_steps=200, num_minibatches=2, clip_coef=0.05, latent_dim=10,
                              action_embedding_size=32, reward_embedding_size=32),
     "MetaWorldML1": dict(_METAWORLD, total_timesteps=50_000_000, policy_latent_embedding_dim=10),
     "MetaWorldML10": dict(_METAWORLD, total_timesteps=100_000_000),
-    "TMaze": dict(num_steps=400, total_timesteps=1_500_000, latent_dim=12, action_embedding_size=8, encoder_gru_chrono=100,
-                  num_eval_tasks=16, eval_every=10),
+    "TMaze": dict(num_steps=400, total_timesteps=1_500_000, latent_dim=12, action_embedding_size=8,
+                  encoder_gru_chrono=100, num_eval_tasks=16, eval_every=10),
 }
+# fmt: on
+# the numbers that must be > 0 (every other number must be >= 0)
+POSITIVE = """total_timesteps learning_rate num_envs num_steps num_minibatches update_epochs clip_coef max_grad_norm
+adam_eps reward_clip gamma episodes_per_task num_eval_tasks save_every latent_dim encoder_gru_hidden_size
+reward_embedding_size state_embedding_size policy_state_embedding_dim policy_latent_embedding_dim
+encoder_max_grad_norm""".split()
 
 
-def apply_preset(args: Args) -> Args:
-    """Returns `args` with every field of its env's preset (and the env's episodes per task) filled in."""
+# TRY NOT TO MODIFY: command line, presets and resume
+def apply_preset(args):
+    """`args` with its env's preset (and the env's episodes per task) filled in."""
     preset = dict(PRESETS[args.env_id], episodes_per_task=envs.EPISODES_PER_TASK[args.env_id])
     return dataclasses.replace(args, **preset)
 
 
-def parse_args(argv=None) -> Args:
-    """tyro parsing on top of the preset of the `--env-id` found in argv, so that `--help` shows the preset."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    env_id = Args.env_id
-    for i, arg in enumerate(argv):
-        if arg in ("--env-id", "--env_id") and i + 1 < len(argv):
-            env_id = argv[i + 1]
-        elif arg.startswith(("--env-id=", "--env_id=")):
-            env_id = arg.split("=", 1)[1]
-    if env_id not in envs.ENV_IDS:
-        sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
-    args = tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
-    error = args_error(args)
-    if error:
-        sys.exit(f"error: {error}")
-    return args
-
-
-# the fields of every script that must be > 0 (the other numbers must be >= 0; absent fields are skipped)
-POSITIVE = ("total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "clip_coef",
-            "max_grad_norm", "encoder_max_grad_norm", "adam_eps", "reward_clip", "gamma", "episodes_per_task",
-            "num_eval_tasks", "save_every", "latent_dim", "encoder_gru_hidden_size", "reward_embedding_size",
-            "state_embedding_size", "policy_state_embedding_dim", "policy_latent_embedding_dim", "vae_lr",
-            "vae_batch_num_trajs", "vae_buffer_size")
-
-
 def args_error(args):
-    """The first problem with `args`, as one line saying what is wrong and what would be right; None if none."""
-    for field in dataclasses.fields(args):
-        name, value, flag = field.name, getattr(args, field.name), "--" + field.name.replace("_", "-")
-        if field.name in ("batch_size", "minibatch_size", "num_iterations") or isinstance(value, (bool, str, type(None))):
+    """The first problem with `args`, in one line that says what is wrong; None if there is none."""
+    for name, value in dataclasses.asdict(args).items():
+        flag, values = "--" + name.replace("_", "-"), value if isinstance(value, tuple) else (value,)
+        if isinstance(value, (bool, str, type(None))):
             continue
-        values = value if isinstance(value, tuple) else (value,)
         if not all(math.isfinite(v) for v in values):
             return f"{flag} is {value}; it must be a finite number"
-        if isinstance(value, tuple):
-            if not all(v > 0 for v in values):
-                return f"{flag} {' '.join(map(str, value))}: every layer size must be > 0"
-            continue
-        if name in POSITIVE and value <= 0:
-            return f"{flag} is {value}; it must be > 0"
-        if value < 0:
-            return f"{flag} is {value}; it must be >= 0"
+        if isinstance(value, tuple) and not all(v > 0 for v in values):
+            return f"{flag} {' '.join(map(str, value))}: every layer size must be > 0"
+        if not isinstance(value, tuple) and value <= 0 and (name in POSITIVE or value < 0):
+            return f"{flag} is {value}; it must be {'>' if name in POSITIVE else '>='} 0"
+    batch, rollout = args.num_envs * args.num_steps, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
     if args.encoder_gru_chrono == 1:
         return "--encoder-gru-chrono 1: give 0 (zero bias) or a memory span T >= 2"
-    if args.gamma > 1 or args.gae_lambda > 1:
+    if max(args.gamma, args.gae_lambda) > 1:
         return f"--gamma {args.gamma} and --gae-lambda {args.gae_lambda} must be at most 1"
-    batch = args.num_envs * args.num_steps
     if batch % args.num_minibatches:
-        return (f"--num-minibatches {args.num_minibatches} does not divide the rollout of --num-envs {args.num_envs} x "
-                f"--num-steps {args.num_steps} = {batch} frames")
+        return f"--num-minibatches {args.num_minibatches} does not divide the rollout of {rollout} = {batch} frames"
     if args.total_timesteps < batch:
-        return (f"--total-timesteps {args.total_timesteps} is less than one rollout (--num-envs {args.num_envs} x "
-                f"--num-steps {args.num_steps} = {batch} frames)")
+        return f"--total-timesteps {args.total_timesteps} is less than one rollout ({rollout} = {batch} frames)"
     if args.num_eval_episodes and (args.num_eval_episodes > 1) != (args.episodes_per_task > 1):
-        return (f"--num-eval-episodes {args.num_eval_episodes}: give 0 or, with {args.episodes_per_task} episode(s) "
-                f"per task, {'more than one' if args.episodes_per_task > 1 else 'one'} (the observation's done bit)")
+        return f"--num-eval-episodes {args.num_eval_episodes}: give 0, or more than 1 exactly if --episodes-per-task is"
     if args.resume and args.eval_checkpoint:
         return "give either --resume (continue training) or --eval-checkpoint (evaluate only), not both"
     return None
 
 
-# flags that a resumed run (or an evaluated checkpoint) may change on the command line (--total-timesteps: train
-# longer); it keeps all the others
-RUNTIME_FLAGS = ("total_timesteps", "cuda", "track", "wandb_project_name", "wandb_entity", "capture_video",
-                 "save_model", "save_every", "async_envs", "eval_every", "num_eval_tasks", "num_eval_episodes")
+def parse_args(argv=None):
+    """tyro on top of the preset of the --env-id in argv (so that --help shows it); one line on bad input. Returns the
+    args and the names of the fields given on the command line (`--no-track` gives `track`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names, given, env_id = {field.name for field in dataclasses.fields(Args)}, set(), Args.env_id
+    for arg, next_arg in zip(argv, [*argv[1:], ""]):
+        name, _, value = arg[2:].replace("-", "_").partition("=")
+        if arg.startswith("--"):
+            given.add(name if name in names else name.removeprefix("no_"))
+        env_id = (value or next_arg) if arg.startswith("--") and name == "env_id" else env_id
+    if env_id not in envs.ENV_IDS:
+        sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
+    args = tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
+    if error := args_error(args):
+        sys.exit(f"error: {error}")
+    return args, given
 
 
-def checkpoint_args(args, ckpt):
-    """The checkpoint's settings, with the RUNTIME_FLAGS given on the command line. Any other setting given that
-    differs from the checkpoint's stops with an error, rather than silently changing the run."""
-    given, preset = dataclasses.asdict(args), dataclasses.asdict(apply_preset(Args(env_id=args.env_id)))
-    saved = {k: v for k, v in ckpt["args"].items() if k in given}
-    for name, value in given.items():
-        if value == preset[name] or name not in saved or value == saved[name]:
-            continue  # not given (a flag equal to the preset is taken as not given), or the same
-        if name not in RUNTIME_FLAGS and name not in ("resume", "eval_checkpoint"):
-            sys.exit(f"error: --{name.replace('_', '-')} {value} differs from the checkpoint's {saved[name]}; a run "
-                     "keeps its settings (start a new run to change them)")
-        saved[name] = value
-    return Args(**{**saved, "resume": args.resume, "eval_checkpoint": args.eval_checkpoint})
+# what a resumed run (or an evaluated checkpoint) may change on the command line; it keeps every other setting
+RUNTIME_FLAGS = """env_id resume eval_checkpoint total_timesteps cuda track wandb_project_name wandb_entity
+capture_video save_model save_every async_envs eval_every num_eval_tasks num_eval_episodes""".split()
 
 
-# TRY NOT TO MODIFY: environments
-class MetaEpisodeWrapper(gym.Wrapper):
-    """Turns an env into the BAMDP of meta-RL: one task for `episodes_per_task` consecutive episodes.
-
-    META-RL LOGIC: `reset()` draws a new task from the wrapper's own seeded generator (or takes `options["task"]`).
-    When an inner episode ends (terminated or truncated), the MDP is reset with the *same* task and the new start
-    observation is returned with a done bit of 1 (appended to the observation when episodes_per_task > 1); the
-    inner episode's last observation goes to `info["inner_final_obs"]` for the encoder. Only the end of the last
-    episode ends the meta-episode, with that episode's own `terminated` / `truncated` (a time limit truncates).
-    Actions reach the env as the policy sampled them: the env charges its control cost on them and simulates them
-    clipped (as the authors' envs do).
-    """
-
-    def __init__(self, env, episodes_per_task: int, split: str = "train"):
-        super().__init__(env)
-        self.episodes_per_task, self.split = episodes_per_task, split
-        self.task_rng = np.random.default_rng()
-        self.episode = 0
-        if episodes_per_task > 1:
-            box = env.observation_space
-            self.observation_space = gym.spaces.Box(
-                np.append(box.low, 0.0).astype(np.float32), np.append(box.high, 1.0).astype(np.float32)
-            )
-
-    def _obs(self, obs, done_bit):
-        return np.append(obs, np.float32(done_bit)).astype(np.float32) if self.episodes_per_task > 1 else obs
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self.task_rng = np.random.default_rng(seed)
-        task = (options or {}).get("task")
-        if task is None:
-            task = self.env.unwrapped.sample_task(self.task_rng, split=self.split)
-        obs, info = self.env.reset(seed=seed, options={"task": task})
-        self.episode = 0
-        return self._obs(obs, 0.0), info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if not (terminated or truncated):
-            return self._obs(obs, 0.0), reward, False, False, info
-        self.episode += 1
-        if self.episode == self.episodes_per_task:
-            return self._obs(obs, 1.0), reward, terminated, truncated, info  # the meta-episode ends
-        info = dict(info, inner_final_obs=self._obs(obs, 1.0))
-        obs, _ = self.env.reset()  # same task, fresh start state
-        return self._obs(obs, 1.0), reward, False, False, info
+def checkpoint_args(args, given, ckpt):
+    """The checkpoint's settings with the RUNTIME_FLAGS given on the command line. Another flag given with a value that
+    differs from the checkpoint's stops with an error rather than silently changing the run."""
+    saved = dict(ckpt["args"], resume=None, eval_checkpoint=None)
+    for name in sorted(given - set(RUNTIME_FLAGS)):
+        if getattr(args, name) != saved[name]:
+            flag = f"--{name.replace('_', '-')} {getattr(args, name)}"
+            sys.exit(f"error: {flag} differs from the checkpoint's {saved[name]}; a run keeps its settings")
+    return Args(**saved, **{name: getattr(args, name) for name in given & set(RUNTIME_FLAGS)})
 
 
-def make_env(env_id, episodes_per_task, split="train", render_mode=None):
-    def thunk():
-        if multiprocessing.parent_process() is not None:  # an --async-envs worker: Ctrl-C is for the main process
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return MetaEpisodeWrapper(gym.make(env_id, render_mode=render_mode), episodes_per_task, split)
-
-    return thunk
-
-
-def evaluation_tasks(env, n, seed):
-    """The held-out tasks: an env's finite task list (`all_tasks`, e.g. GridNavi's 21 goals) cycled to n entries,
-    otherwise n draws from the test split with a generator seeded by `seed`."""
-    if hasattr(env.unwrapped, "all_tasks"):
-        tasks = env.unwrapped.all_tasks("test")
-        return [tasks[i % len(tasks)] for i in range(n)]
-    rng = np.random.default_rng(seed)
-    return [env.unwrapped.sample_task(rng, split="test") for _ in range(n)]
-
-
-# TRY NOT TO MODIFY: running statistics (VariBAD's normalisers)
+# TRY NOT TO MODIFY: bookkeeping and running statistics
 class RunningMeanStd(nn.Module):
-    """Running mean and variance (parallel algorithm); buffers, so they travel with the state_dict."""
+    """Running mean and variance (parallel algorithm) in buffers, so that they travel with the state_dict. Calling it
+    normalises."""
 
     def __init__(self, shape=()):
         super().__init__()
@@ -361,18 +215,16 @@ class RunningMeanStd(nn.Module):
         self.var.copy_(m2 / total)
         self.count.copy_(total)
 
-    def normalize(self, x):
+    def forward(self, x):
         return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).to(x.dtype)
 
 
 class RewardNormalizer:
-    """Divides rewards by the running std of the discounted return (per env, reset at meta-episode ends), then
-    clips. The policy and critic see normalised rewards; the task encoder always sees raw rewards. As in the
-    authors' VecNormalize, a finished meta-episode's return is reset before the statistics see it (they see a 0)."""
+    """Divides rewards by the running std of the discounted return (per env, reset at meta-episode ends, as the
+    authors' VecNormalize), then clips. The policy and critic learn from these; the task encoder sees raw rewards."""
 
     def __init__(self, num_envs, gamma, clip):
-        self.rms, self.gamma, self.clip = RunningMeanStd(), gamma, clip
-        self.returns = np.zeros(num_envs)
+        self.rms, self.gamma, self.clip, self.returns = RunningMeanStd(), gamma, clip, np.zeros(num_envs)
 
     def __call__(self, rewards, terminals):
         self.returns = self.returns * self.gamma + rewards
@@ -381,26 +233,23 @@ class RewardNormalizer:
         return np.clip(rewards / math.sqrt(self.rms.var.item() + 1e-8), -self.clip, self.clip)
 
 
-# ALGO LOGIC: the task encoder, trained by the PPO loss
 def encoder_actions(actions, action_space):
-    """The actions as the encoder sees them: discrete ones one-hot, continuous ones as sampled (unclipped, as the
-    authors' encoder sees them)."""
+    """The actions as the task encoder sees them: discrete ones one-hot, continuous ones as sampled (unclipped)."""
     if isinstance(action_space, gym.spaces.Discrete):
         return np.eye(action_space.n, dtype=np.float32)[actions]
     return np.asarray(actions, dtype=np.float32)
 
 
+# ALGO LOGIC: the task encoder, trained by the PPO loss
 class Encoder(nn.Module):
-    """Embeddings of (a_t, r_t, s_t+1) -> GRU -> a linear read-out of 2 x latent_dim (deterministic). The prior
-    (t = 0) is the read-out of one GRU step on a zero input from the zero state; real sequences start from zero."""
+    """Relu embeddings of (a_t, r_t, s_t+1) -> GRU -> a linear read-out, the latent (deterministic). The prior (t = 0)
+    is the read-out of one GRU step on a zero input from the zero state; real sequences start from the zero state."""
 
     def __init__(self, obs_dim, action_dim, args):
         super().__init__()
-        self.action_embed = nn.Linear(action_dim, args.action_embedding_size) if args.action_embedding_size else None
-        self.reward_embed = nn.Linear(1, args.reward_embedding_size)
-        self.state_embed = nn.Linear(obs_dim, args.state_embedding_size)
-        input_size = args.action_embedding_size + args.reward_embedding_size + args.state_embedding_size
-        self.gru = nn.GRU(input_size, args.encoder_gru_hidden_size)
+        A, R, S = args.action_embedding_size, args.reward_embedding_size, args.state_embedding_size
+        self.embeds = nn.ModuleList(nn.Linear(n_in, n) for n_in, n in ((action_dim, A), (1, R), (obs_dim, S)) if n)
+        self.gru = nn.GRU(A + R + S, args.encoder_gru_hidden_size)
         for name, param in self.gru.named_parameters():
             nn.init.orthogonal_(param) if "weight" in name else nn.init.zeros_(param)
         if args.encoder_gru_chrono:  # h' = (1 - z) n + z h: a large update-gate bias keeps h (Tallec & Ollivier 2018)
@@ -409,15 +258,18 @@ class Encoder(nn.Module):
         self.readout = nn.Linear(args.encoder_gru_hidden_size, 2 * args.latent_dim)
 
     def embed(self, actions, rewards, next_obs):
-        parts = [F.relu(self.reward_embed(rewards)), F.relu(self.state_embed(next_obs))]
-        if self.action_embed is not None:
-            parts.insert(0, F.relu(self.action_embed(actions)))
-        return torch.cat(parts, -1)
+        inputs = (actions, rewards, next_obs)[3 - len(self.embeds) :]
+        return torch.cat([F.relu(embed(x)) for embed, x in zip(self.embeds, inputs)], -1)
 
     def forward(self, actions, rewards, next_obs, hidden):
         """Sequences (T, B, ...) and hidden (1, B, H) -> latents (T, B, 2 * latent_dim), hidden."""
         out, hidden = self.gru(self.embed(actions, rewards, next_obs), hidden)
         return self.readout(out), hidden
+
+    def step(self, actions, rewards, next_obs, hidden):
+        """One transition of B envs: actions (B, A), rewards (B,), next_obs (B, S) -> latent (B, 2L), hidden."""
+        latent, hidden = self(actions.unsqueeze(0), rewards.view(1, -1, 1), next_obs.unsqueeze(0), hidden)
+        return latent[0], hidden
 
     def prior(self, batch_size):
         device = self.readout.weight.device
@@ -434,26 +286,28 @@ def latent_before(encoder, hidden, starts):
 
 
 def encode_rollout(encoder, actions, rewards, next_obs, starts, hidden):
-    """META-RL LOGIC: the latents (T, N, 2L) that the policy saw at each step of a rollout, recomputed with gradients
-    in one batched GRU call. `starts[t, n]`: step t began a meta-episode (its latent is the prior and the memory
-    starts from zero); `hidden` (1, N, H): each env's state at the rollout's start (detached: the gradient stops
-    there). Each env's rollout is cut into segments at meta-episode starts and the segments run side by side."""
+    """META-RL LOGIC: the latents (T, N, 2L) that the policy saw at each step of a rollout, recomputed with gradients.
+    `starts[t, n]`: step t began a meta-episode (its latent is the prior, the memory restarts from zero); `hidden`
+    (1, N, H): each env's memory at the rollout's start (detached: the gradient stops there). Each env's rollout is
+    cut into pieces at meta-episode starts, and the pieces run side by side through the GRU, in one call."""
     T, N = starts.shape
-    begins = starts.clone()
-    begins[0] = True
-    flat_begins = begins.T.reshape(-1)  # env-major: index n * T + t
-    segment = flat_begins.long().cumsum(0) - 1
-    index = torch.arange(N * T, device=starts.device)
-    first = index[flat_begins]
-    position = index - first[segment]
-    x = encoder.embed(actions, rewards, next_obs).transpose(0, 1).reshape(N * T, -1)
-    padded = x.new_zeros(int(position.max()) + 1, len(first), x.shape[-1])
-    padded[position, segment] = x
-    env = first // T
-    continues = ((first % T == 0) & ~starts[0, env]).view(1, -1, 1)
-    out, _ = encoder.gru(padded, torch.where(continues, hidden[:, env], torch.zeros_like(hidden[:, env])))
-    after = out[position, segment].view(N, T, -1).transpose(0, 1)  # the state after step t
-    before = torch.cat([hidden, after[:-1]])  # the state before step t (where no meta-episode starts)
+    pieces = []  # (env, first step, end step) of each piece
+    for n, env_starts in enumerate(starts.T.tolist()):
+        cuts = [0, *[t for t in range(1, T) if env_starts[t]], T]
+        pieces += [(n, first, end) for first, end in zip(cuts[:-1], cuts[1:])]
+    x = encoder.embed(actions, rewards, next_obs)
+    padded = nn.utils.rnn.pad_sequence([x[first:end, n] for n, first, end in pieces])
+    continues = [
+        first == 0 and not starts[0, n] for n, first, _ in pieces
+    ]  # a meta-episode begun in an earlier rollout
+    h0 = torch.stack(
+        [hidden[0, n] if cont else torch.zeros_like(hidden[0, n]) for (n, _, _), cont in zip(pieces, continues)]
+    )
+    out, _ = encoder.gru(padded, h0.unsqueeze(0))
+    after = torch.stack(
+        [torch.cat([out[: end - first, i] for i, (m, first, end) in enumerate(pieces) if m == n]) for n in range(N)], 1
+    )
+    before = torch.cat([hidden, after[:-1]])  # the memory before step t (where no meta-episode starts there)
     return latent_before(encoder, before, starts)
 
 
@@ -475,11 +329,9 @@ def layer_init(layer, gain=5 / 3):
 class HyperNetwork(nn.Module):
     """A base MLP (tanh between layers) whose every weight and bias is generated from the task embedding e.
 
-    META-RL LOGIC: the hypernetwork is linear in e, as in every paper experiment: base layer l (n_in -> n_out) has a
-    weight head Linear(d_e, n_out * n_in) and a bias head Linear(d_e, n_out), so W_l(e) = reshape(A_l e + c_l).
-    `forward` never builds the (batch, n_out, n_in) weights: W_l(e) x = A_l (x outer e) + c_l x, one matrix product
-    on the (batch, n_in * d_e) outer product (the same FLOPs, about 10x less memory). `generate` builds them, for
-    tests and diagnostics."""
+    META-RL LOGIC: linear in e, as in every paper experiment: base layer l (n_in -> n_out) has a weight head
+    Linear(d_e, n_out * n_in) and a bias head Linear(d_e, n_out), so W_l(e) = reshape(A_l e + c_l). `forward` computes
+    W_l(e) x = A_l (x outer e) + c_l x without building the per-sample weights; `generate` builds them."""
 
     def __init__(self, embed_dim, sizes, init, out_init):
         super().__init__()
@@ -495,46 +347,35 @@ class HyperNetwork(nn.Module):
             n_out, n_in = b_head.out_features, x.shape[-1]
             outer = torch.einsum("bi,bk->bik", x, e).flatten(-2)  # (batch, n_in * d_e), index i * d_e + k
             x = F.linear(outer, w_head.weight.view(n_out, -1)) + F.linear(x, w_head.bias.view(n_out, n_in)) + b_head(e)
-            if layer < len(self.weight_heads) - 1:
-                x = torch.tanh(x)
+            x = torch.tanh(x) if layer < len(self.weight_heads) - 1 else x
         return x
 
     def generate(self, e):
         """The generated parameters [(W (batch, n_out, n_in), b (batch, n_out)) per layer]."""
-        return [(w(e).view(*e.shape[:-1], b.out_features, -1), b(e)) for w, b in zip(self.weight_heads, self.bias_heads)]
+        heads = zip(self.weight_heads, self.bias_heads)
+        return [(w(e).view(*e.shape[:-1], b.out_features, -1), b(e)) for w, b in heads]
 
 
 def base_init_(weight, bias, kind):
-    """The standard script's init of a base layer, drawn into the given (n_out, n_in) / (n_out,) views."""
-    if kind == "hidden":
-        normc_(weight, 5 / 3)
-        nn.init.zeros_(bias)
-    elif kind == "discrete":
-        nn.init.orthogonal_(weight, 0.01)
-        nn.init.zeros_(bias)
-    elif kind == "continuous":
-        normc_(weight, 1.0)
-        nn.init.zeros_(bias)
-    else:  # "critic": PyTorch's default Linear init, U(+-1/sqrt(n_in)) for weight and bias
+    """The standard policy's init of a base layer, drawn into the given (n_out, n_in) and (n_out,) views."""
+    if kind == "critic":  # PyTorch's default Linear init, U(+-1/sqrt(n_in)) for weight and bias
         bound = 1 / math.sqrt(weight.shape[1])
         nn.init.uniform_(weight, -bound, bound)
-        nn.init.uniform_(bias, -bound, bound)
+        return nn.init.uniform_(bias, -bound, bound)
+    nn.init.orthogonal_(weight, 0.01) if kind == "discrete" else normc_(weight, 5 / 3 if kind == "hidden" else 1.0)
+    nn.init.zeros_(bias)
 
 
 @torch.no_grad()
 def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
-    """Initialises one layer's heads with the scheme `init` (METHOD.md B.1-B.4); `kind` is the base layer's role."""
+    """Initialises one layer's heads with the scheme `init` (docs/method.md, Hypernetwork initialisations); `kind` is
+    the base layer's role: hidden, critic, discrete or continuous (output)."""
     d_e = w_head.in_features
-    if init == "bias":
-        # Bias-HyperInit: zero head weights, and head biases drawn from the base layer's own init. At step 0 every
-        # latent gets the same, correctly initialised base network (theta = 0 e + c); the task dependence is learned
-        # because dL/dA = (dL/dtheta) e^T is not zero.
-        for head in (w_head, b_head):
-            nn.init.zeros_(head.weight)
+    if init == "bias":  # Bias-HyperInit: at step 0, every latent gets the same, correctly initialised base network
+        nn.init.zeros_(w_head.weight)
+        nn.init.zeros_(b_head.weight)
         base_init_(w_head.bias.view(n_out, n_in), b_head.bias, kind)
-    elif init == "weight":
-        # Weight-HyperInit: column k of the weight head is an independent draw of the base init, its bias is zero. The
-        # bias head, as the authors', has zero weights and the base init in its bias (zero except the critic output).
+    elif init == "weight":  # Weight-HyperInit: column k of a weight head is a draw of the base init; bias heads as bias
         for k in range(d_e):
             weight = torch.empty(n_out, n_in)
             base_init_(weight, torch.empty(n_out), kind)
@@ -542,23 +383,16 @@ def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
         nn.init.zeros_(w_head.bias)
         nn.init.zeros_(b_head.weight)
         base_init_(torch.empty(n_out, n_in), b_head.bias, kind)
-    elif init == "hfi":
-        # Hyperfan-in (Chang et al. 2020), the "weights and biases generated" variant: Var = g^2 / (2 d_e n_in) for
-        # weight heads and g^2 / (2 d_e) for bias heads, with the base layer's gain g. HFI assumes a unit-variance
-        # input; e is computed from the running-normalised latent in VariBAD but from the raw latent in RL2 (the RL2
-        # latent is never normalised, so that the PPO gradient reaches the encoder), as in the authors' code.
+    elif init == "hfi":  # Hyperfan-in: Var = g^2 / (2 d_e n_in) for weight heads, g^2 / (2 d_e) for bias heads
         gain = {"hidden": 5 / 3, "discrete": 0.01, "continuous": 1.0, "critic": 1.0}[kind]
         nn.init.uniform_(w_head.weight, -gain * math.sqrt(3 / (2 * d_e * n_in)), gain * math.sqrt(3 / (2 * d_e * n_in)))
         nn.init.uniform_(b_head.weight, -gain * math.sqrt(3 / (2 * d_e)), gain * math.sqrt(3 / (2 * d_e)))
         nn.init.zeros_(w_head.bias)
         nn.init.zeros_(b_head.bias)
-    elif init == "naive":
-        # The heads initialised like ordinary layers (normc, gain 5/3 over their d_e inputs): the failing baseline.
-        for head in (w_head, b_head):
-            layer_init(head)
-    elif init == "kaiming":
-        # The 2023 paper's "RNN+HN Kaiming" ablation: every head initialised like an ordinary tanh layer by PyTorch's
-        # kaiming_uniform_ over its d_e inputs, zero head biases.
+    elif init == "naive":  # the heads initialised like ordinary layers (normc, gain 5/3): the failing baseline
+        layer_init(w_head)
+        layer_init(b_head)
+    elif init == "kaiming":  # the 2023 paper's ablation: PyTorch's kaiming_uniform_ (tanh) heads, zero head biases
         for head in (w_head, b_head):
             nn.init.kaiming_uniform_(head.weight, nonlinearity="tanh")
             nn.init.zeros_(head.bias)
@@ -568,13 +402,13 @@ def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
 
 class Agent(nn.Module):
     """Hypernetwork policy: the state embedding (256, tanh) is the input of a base net 256 -> 256 -> 128 -> head whose
-    weights a hypernetwork generates from e = tanh(latent embedding); actor and critic have their own heads, the
-    Gaussian log-std is a shared parameter. The state is running-normalised, and so is the latent in VariBAD."""
+    weights a hypernetwork generates from e = tanh(latent embedding). Actor and critic have their own hypernetworks,
+    the Gaussian log-std is a parameter. The state is running-normalised, the latent is not (the PPO loss trains it)."""
 
     def __init__(self, observation_space, action_space, args):
         super().__init__()
         obs_dim, latent_size = observation_space.shape[0], 2 * args.latent_dim
-        self.obs_rms, self.latent_rms = RunningMeanStd((obs_dim,)), RunningMeanStd((latent_size,))
+        self.obs_rms, self.latent_rms = RunningMeanStd((obs_dim,)), nn.Identity()
         self.state_embed = nn.Sequential(nn.Linear(obs_dim, args.policy_state_embedding_dim), nn.Tanh())
         self.latent_embed = nn.Sequential(nn.Linear(latent_size, args.policy_latent_embedding_dim), nn.Tanh())
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -583,35 +417,34 @@ class Agent(nn.Module):
         if not self.discrete:
             self.actor_logstd = nn.Parameter(torch.zeros(1, out_dim))
         self.critic = HyperNetwork(d_e, [*sizes, 1], args.hyper_init, "critic")
-        self.actor = HyperNetwork(d_e, [*sizes, out_dim], args.hyper_init, "discrete" if self.discrete else "continuous")
+        out_kind = "discrete" if self.discrete else "continuous"
+        self.actor = HyperNetwork(d_e, [*sizes, out_dim], args.hyper_init, out_kind)
 
     def features(self, obs, latent):
         """(state embedding, hypernetwork input e): the base networks' input and what generates their weights."""
-        return self.state_embed(self.obs_rms.normalize(obs)), self.latent_embed(self.latent_rms.normalize(latent))
+        return self.state_embed(self.obs_rms(obs)), self.latent_embed(self.latent_rms(latent))
 
     def get_value(self, obs, latent):
         return self.critic(self.features(obs, latent))
 
-    def get_action_and_value(self, obs, latent, action=None, deterministic=False):
+    def get_action_and_value(self, obs, latent, action=None):
         x = self.features(obs, latent)
-        return (*self.act(x, action, deterministic), self.critic(x))
+        return (*self.act(x, action), self.critic(x))
 
     def act(self, x, action=None, deterministic=False):
         """(action, log-probability, entropy) from features x; samples unless an action is given (or the mode)."""
         out = self.actor(x)
         if self.discrete:
             dist = Categorical(logits=out)
-            if action is None:
-                action = out.argmax(-1) if deterministic else dist.sample()
+            action = (out.argmax(-1) if deterministic else dist.sample()) if action is None else action
             return action, dist.log_prob(action), dist.entropy()
         dist = Normal(out, self.actor_logstd.expand_as(out).exp().clamp(min=1e-6))
-        if action is None:
-            action = out if deterministic else dist.sample()
+        action = (out if deterministic else dist.sample()) if action is None else action
         return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
 
 
 # ALGO LOGIC: PPO's advantages
-def compute_gae(rewards, values, terminals, final_values, next_value, gamma, gae_lambda):
+def compute_gae(rewards, values, terminals, final_values, next_value, args):
     """GAE over a rollout (T, N). `terminals[t]` is 1 where step t ended the meta-episode: there the next state (a new
     task's) is not bootstrapped, but `final_values[t]` is: the value of the true final state where the time limit cut
     the meta-episode (--proper-time-limits), else 0. Inner episode ends are not terminal: they do not cut GAE."""
@@ -620,174 +453,136 @@ def compute_gae(rewards, values, terminals, final_values, next_value, gamma, gae
     for t in reversed(range(rewards.shape[0])):
         nextvalues = next_value if t == rewards.shape[0] - 1 else values[t + 1]
         nextnonterminal = 1.0 - terminals[t]
-        delta = rewards[t] + gamma * (nextvalues * nextnonterminal + final_values[t]) - values[t]
-        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        delta = rewards[t] + args.gamma * (nextvalues * nextnonterminal + final_values[t]) - values[t]
+        advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
     return advantages, advantages + values
 
 
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """One meta-episode of --num-eval-episodes episodes per held-out task, deterministic actions, starting from the
-    encoder's prior. Returns per-episode returns (num_tasks, episodes) and success flags (1 where the env reported a
-    success in that episode)."""
-    render_mode = "rgb_array" if video_dir else None
-    k = args.num_eval_episodes or args.episodes_per_task
-    eval_envs = [make_env(args.env_id, k, "test", render_mode)() for _ in tasks]
+    """One meta-episode of --num-eval-episodes episodes per held-out task, deterministic actions, from the encoder's
+    prior. Returns the per-episode returns (tasks, episodes) and success flags (1 where the env reported a success)."""
+    k, n = args.num_eval_episodes or args.episodes_per_task, len(tasks)
+    eval_envs = [envs.make_env(args.env_id, k, "test", "rgb_array" if video_dir else None)() for _ in tasks]
     if video_dir:
-        eval_envs[0] = gym.wrappers.RecordVideo(eval_envs[0], video_dir, episode_trigger=lambda _: True, disable_logger=True)
-    n = len(tasks)
+        eval_envs[0] = gym.wrappers.RecordVideo(eval_envs[0], video_dir, lambda _: True, disable_logger=True)
     returns, successes = np.zeros((n, k)), np.zeros((n, k))
-    obs = np.stack([env.reset(seed=args.eval_seed + i, options={"task": task})[0] for i, (env, task) in enumerate(zip(eval_envs, tasks))])
+    obs = np.stack([eval_envs[i].reset(seed=args.eval_seed + i, options={"task": tasks[i]})[0] for i in range(n)])
     latent, hidden = encoder.prior(n)
     episode, active = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
     while active.any():
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        action, _, _ = agent.act(agent.features(obs_t, latent), deterministic=True)
-        action_np = action.cpu().numpy()
+        action = agent.act(agent.features(obs_t, latent), deterministic=True)[0].cpu().numpy()
         next_obs, rewards, enc_next = obs.copy(), np.zeros(n, dtype=np.float32), obs.copy()
         for i in np.flatnonzero(active):
-            next_obs[i], rewards[i], terminated, truncated, info = eval_envs[i].step(action_np[i])
+            next_obs[i], rewards[i], terminated, truncated, info = eval_envs[i].step(action[i])
             enc_next[i] = info.get("inner_final_obs", next_obs[i])
             returns[i, episode[i]] += rewards[i]
             successes[i, episode[i]] = max(successes[i, episode[i]], float(info.get("success", 0.0)))
-            if terminated or truncated or "inner_final_obs" in info:
-                episode[i] += 1
+            episode[i] += terminated or truncated or "inner_final_obs" in info
             active[i] = not (terminated or truncated)
-        enc_action = torch.as_tensor(encoder_actions(action_np, eval_envs[0].action_space), device=device)
-        latent, hidden = encoder(
-            enc_action.unsqueeze(0), torch.as_tensor(rewards, device=device).view(1, n, 1),
-            torch.as_tensor(enc_next, dtype=torch.float32, device=device).unsqueeze(0), hidden,
-        )
-        latent = latent[0]
+        enc_inputs = (encoder_actions(action, eval_envs[0].action_space), rewards, enc_next.astype(np.float32))
+        latent, hidden = encoder.step(*(torch.as_tensor(x, device=device) for x in enc_inputs), hidden)
         obs = next_obs
     for env in eval_envs:
         env.close()
     return returns, successes
 
 
-def success_rate(successes):
-    """The papers' Meta-World success (the authors' metalearner.py): the fraction of tasks with a success in an
-    episode, averaged over the episodes. `successes` (tasks, episodes) is 1 where a task succeeded in an episode."""
-    return float((np.asarray(successes) > 0).mean(0).mean())
+def eval_summary(returns, successes, args):
+    """The means that eval.json holds (and --eval-checkpoint prints), with the papers' Meta-World success (the fraction
+    of tasks with a success in an episode, averaged over the episodes), and the metrics logged under eval/."""
+    success, per_episode = float((successes > 0).mean(0).mean()), returns.mean(0)
+    summary = {"return": float(returns.sum(1).mean()), "return_per_episode": per_episode.tolist(), "success": success}
+    metrics = {"eval/return": returns.sum(1).mean()} | {f"eval/return_ep{k + 1}": r for k, r in enumerate(per_episode)}
+    if args.env_id.startswith("MetaWorld"):  # and the tasks solved within as many episodes as training's meta-episodes
+        metrics |= {"eval/success": success, "eval/success_any": successes[:, : args.episodes_per_task].max(1).mean()}
+    return summary, metrics
 
 
-# TRY NOT TO MODIFY: checkpoints and logging
+# TRY NOT TO MODIFY: checkpoints, signals and logging
 def save_checkpoint(path, **state):
-    """Atomic: write to a temporary file, then rename (a killed save never leaves a corrupt checkpoint)."""
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomic: a temporary file, then a rename (a killed save never leaves a corrupt checkpoint)."""
+    torch.save(state, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
 
 
-def load_checkpoint(path, env_id=None):
-    if not os.path.isfile(path):
-        sys.exit(f"error: checkpoint {path!r} does not exist")
+def load_checkpoint(path, env_id):
+    """The checkpoint at `path`, or a one-line error if it is not one of this script's for `env_id`."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
+    except Exception as e:  # a missing file, or not a checkpoint
         sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})")
-    if not isinstance(ckpt, dict) or "args" not in ckpt or "agent" not in ckpt:
+    if not isinstance(ckpt, dict) or not {"script", "args", "agent"} <= set(ckpt):
         sys.exit(f"error: {path!r} is not a checkpoint of this repository's scripts")
-    if ckpt.get("script") != os.path.basename(__file__):
-        sys.exit(f"error: {path!r} was written by {ckpt['script']}, not {os.path.basename(__file__)}")
-    if env_id is not None and ckpt["args"]["env_id"] != env_id:
-        sys.exit(f"error: {path!r} is a checkpoint for {ckpt['args']['env_id']}, not --env-id {env_id}")
+    if ckpt["script"] != os.path.basename(__file__) or ckpt["args"]["env_id"] != env_id:
+        sys.exit(f"error: {path!r} is a checkpoint of {ckpt['script']} for {ckpt['args']['env_id']}, not of "
+                 f"{os.path.basename(__file__)} for --env-id {env_id}")  # fmt: skip
     return ckpt
 
 
-def random_state():
-    """Every global generator the training loop draws from (torch: actions; numpy: minibatch shuffles)."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def set_random_state(state):
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def env_snapshot(vector_env):
-    """The envs' exact state for an exact resume, where one can be taken: the pure-Python envs (GridNavi, TMaze:
-    `snapshot_by_pickle`) in a SyncVectorEnv are pickled whole. MuJoCo's and Meta-World's simulators do not pickle
-    with their state, and --async-envs keeps the envs in other processes: those runs resume with fresh meta-episodes."""
-    if isinstance(vector_env, gym.vector.SyncVectorEnv) and getattr(vector_env.envs[0].unwrapped, "snapshot_by_pickle", False):
-        return pickle.dumps(vector_env.envs)
-    return None
+    """The envs pickled, for an exact resume, where possible: pure-Python envs (GridNavi, TMaze) in a SyncVectorEnv.
+    MuJoCo's simulator does not pickle its state, and --async-envs keeps the envs in other processes."""
+    pure_python = isinstance(vector_env, gym.vector.SyncVectorEnv) and vector_env.envs[0].unwrapped.snapshot_by_pickle
+    return pickle.dumps(vector_env.envs) if pure_python else None
 
 
-class StopSignal:
-    """SIGINT (Ctrl-C) or SIGTERM asks the training loop to stop at the end of the current iteration, after a
-    checkpoint; a second signal stops at once (the last checkpoint is intact: saves are atomic)."""
+def catch_stop_signals():
+    """SIGINT (Ctrl-C) and SIGTERM append to the returned list: the training loop stops after the iteration, with a
+    checkpoint. A second signal stops at once (the last checkpoint is intact: saves are atomic)."""
+    received = []
 
-    def __init__(self):
-        self.signum = None
-        signal.signal(signal.SIGINT, self.handle)
-        signal.signal(signal.SIGTERM, self.handle)
-
-    def handle(self, signum, frame):
-        if self.signum is not None:
+    def handle(signum, frame):
+        if received:
             sys.exit(128 + signum)
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (a checkpoint is saved); send it again to "
-              "stop at once", flush=True)
+        received.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (a checkpoint is saved); send it again "
+              "to stop at once", flush=True)  # fmt: skip
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    return received
 
 
 def nonfinite(metrics, modules):
     """The name of the first non-finite loss, parameter or normaliser statistic, or None."""
-    for name, value in metrics.items():
-        if name.startswith("losses/") and name != "losses/explained_variance" and not math.isfinite(value):
-            return name
+    names = [name for name, value in metrics.items() if name.startswith("losses/") and not math.isfinite(value)]
     for module_name, module in modules.items():
-        for name, tensor in module.state_dict().items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                return f"{module_name}.{name}"
-    return None
+        names += [f"{module_name}.{name}" for name, x in module.state_dict().items() if not torch.isfinite(x).all()]
+    return next((name for name in names if name != "losses/explained_variance"), None)
 
 
 class Logger:
-    """Every metric to `runs/{run_name}/metrics.csv` (long format: global_step, wall_time, metric, value) and, with
-    --track, to wandb; a progress line on the console. wandb failures never stop training."""
+    """Every metric to `runs/{run_name}/metrics.csv` (global_step, wall_time, metric, value) and, with --track, to
+    wandb (offline if wandb cannot connect; its failures never stop training); a progress line with the ETA."""
 
     def __init__(self, run_dir, args, run_name, resume_step=None):
-        self.csv_path = os.path.join(run_dir, "metrics.csv")
-        rows = [["global_step", "wall_time", "metric", "value"]]
-        if resume_step is not None and os.path.exists(self.csv_path):  # drop what was logged after the checkpoint
-            with open(self.csv_path, newline="") as f:
+        self.path, rows = os.path.join(run_dir, "metrics.csv"), [["global_step", "wall_time", "metric", "value"]]
+        if resume_step is not None and os.path.exists(self.path):  # drop what was logged after the checkpoint
+            with open(self.path, newline="") as f:
                 rows += [row for row in list(csv.reader(f))[1:] if int(row[0]) <= resume_step]
-        with open(f"{self.csv_path}.tmp", "w", newline="") as f:
+        with open(f"{self.path}.tmp", "w", newline="") as f:
             csv.writer(f).writerows(rows)
-        os.replace(f"{self.csv_path}.tmp", self.csv_path)
-        self.file = open(self.csv_path, "a", newline="")
-        self.writer = csv.writer(self.file)
-        self.wandb, self.latest, self.last_print = None, {}, 0.0
+        os.replace(f"{self.path}.tmp", self.path)
+        self.file = open(self.path, "a", newline="")
+        self.writer, self.wandb, self.latest, self.last_print = csv.writer(self.file), None, {}, 0.0
         if args.track:
-            self.wandb = self._init_wandb(args, run_name)
-
-    @staticmethod
-    def _init_wandb(args, run_name):
-        try:
             import wandb
-        except ImportError:
-            warnings.warn("--track: wandb is not installed; metrics go to metrics.csv only")
-            return None
-        kwargs = dict(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_name,
-                      id=run_name.replace("/", "_"), resume="allow", save_code=True)
-        try:
-            return wandb.init(**kwargs)
-        except Exception as e:  # no network, no login, a failing server: fall back to an offline run
-            warnings.warn(f"wandb.init failed ({type(e).__name__}: {e}); logging offline instead (`wandb sync` later)")
-            try:
-                return wandb.init(mode="offline", **kwargs)
-            except Exception as e2:
-                warnings.warn(f"offline wandb failed too ({e2}); metrics go to metrics.csv only")
-                return None
+
+            config = dict(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=run_name)
+            for mode, fallback in ((None, "logging offline instead (`wandb sync` later)"), ("offline", "csv only")):
+                try:
+                    self.wandb = wandb.init(mode=mode, id=run_name, resume="allow", save_code=True, **config)
+                    break
+                except Exception as e:  # no network, no login, a failing server
+                    warnings.warn(f"wandb.init failed ({type(e).__name__}: {e}); {fallback}")
 
     def log(self, metrics, step):
-        now = time.time()
-        for name, value in metrics.items():
-            self.writer.writerow([step, f"{now:.3f}", name, f"{value:.6g}"])
-            self.latest[name] = value
+        now = f"{time.time():.3f}"
+        self.writer.writerows([step, now, name, f"{value:.6g}"] for name, value in metrics.items())
+        self.latest.update(metrics)
         if self.wandb is not None:
             try:
                 self.wandb.log(metrics, step=step)
@@ -796,116 +591,135 @@ class Logger:
                 self.wandb = None
 
     def progress(self, step, total, sps, force=False):
-        now = time.time()
-        if not force and now - self.last_print < (0.5 if sys.stdout.isatty() else 30):
-            return
-        self.last_print = now
-        eta = (total - step) / max(sps, 1e-9)
-        line = f"{step:>11,}/{total:,} frames ({100 * step / total:5.1f}%) | {sps:,.0f} SPS | ETA {eta / 3600:5.2f} h"
-        for name, label in (("charts/return", "train return"), ("eval/return", "eval return")):
-            if name in self.latest:
-                line += f" | {label} {self.latest[name]:.2f}"
-        print(("\r" + line) if sys.stdout.isatty() else line, end="" if sys.stdout.isatty() else "\n", flush=True)
-        self.file.flush()
-
-    def flush(self):
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        """Every second on a terminal (overwriting the line), every 30 s in a log file."""
+        tty = sys.stdout.isatty()
+        if force or time.time() - self.last_print >= (1 if tty else 30):
+            self.last_print, eta = time.time(), (total - step) / max(sps, 1e-9) / 3600
+            line = f"{step:>11,}/{total:,} frames ({100 * step / total:5.1f}%) | {sps:,.0f} SPS | ETA {eta:5.2f} h"
+            line += "".join(f" | {k} {v:.2f}" for k, v in self.latest.items() if k in ("charts/return", "eval/return"))
+            print(("\r" if tty else "") + line, end="" if tty and not force else "\n", flush=True)
+            self.file.flush()
 
     def close(self):
-        if sys.stdout.isatty():
-            print()
         self.file.close()
         if self.wandb is not None:
-            try:
-                self.wandb.finish()
-            except Exception:
-                pass
+            self.wandb.finish()
+
+
+# ALGO LOGIC: PPO's update, which trains the task encoder too
+def ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args):
+    """PPO's clipped-surrogate update on the rollout `batch` (a dict of (T, N, ...) tensors), in minibatches of whole
+    env sequences, which the encoder re-runs from their initial hidden states so that the PPO loss trains it (recurrent
+    PPO). Returns the losses of the last minibatch, the clip fraction, the explained variance and the encoder's gradient
+    norm, to log."""
+    env_inds, clipfracs, encoder_grad_norms = np.arange(args.num_envs), [], []
+    envs_per_batch = args.num_envs // args.num_minibatches
+    for epoch in range(args.update_epochs):
+        np.random.shuffle(env_inds)
+        for start in range(0, args.num_envs, envs_per_batch):
+            mb = {key: value[:, env_inds[start : start + envs_per_batch]] for key, value in batch.items()}
+            # META-RL LOGIC: re-run the encoder over these envs' rollouts, so that the PPO loss reaches it
+            encoder_inputs = (mb["enc_actions"], mb["raw_rewards"], mb["enc_next_obs"], mb["starts"], mb["hidden"])
+            latents = encode_rollout(encoder, *encoder_inputs).flatten(0, 1)
+            mb = {key: value.flatten(0, 1) for key, value in mb.items() if key != "hidden"}
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb["obs"], latents, mb["actions"])
+            logratio = newlogprob - mb["logprobs"]
+            ratio = logratio.exp()
+            with torch.no_grad():
+                old_approx_kl, approx_kl = (-logratio).mean(), ((ratio - 1) - logratio).mean()
+                clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+            # Policy loss
+            pg_loss1 = -mb["advantages"] * ratio
+            pg_loss2 = -mb["advantages"] * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+            pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+            # Value loss: Huber, clipped with the same epsilon, times 0.5 (VariBAD's)
+            newvalue = newvalue.view(-1)
+            v_loss = F.smooth_l1_loss(newvalue, mb["returns"], reduction="none")
+            if args.clip_vloss:
+                v_clipped = mb["values"] + torch.clamp(newvalue - mb["values"], -args.clip_coef, args.clip_coef)
+                v_loss = torch.max(v_loss, F.smooth_l1_loss(v_clipped, mb["returns"], reduction="none"))
+            v_loss = 0.5 * v_loss.mean()
+
+            entropy_loss = entropy.mean()
+            loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+            optimizer.zero_grad()
+            encoder_optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            encoder_grad_norms.append(nn.utils.clip_grad_norm_(encoder.parameters(), args.encoder_max_grad_norm).item())
+            optimizer.step()
+            encoder_optimizer.step()
+
+    y_pred, y_true = batch["values"].flatten().cpu().numpy(), batch["returns"].flatten().cpu().numpy()
+    var_y = np.var(y_true)
+    return {
+        "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item(),
+        "losses/policy_loss": pg_loss.item(), "losses/entropy": entropy_loss.item(),
+        "losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item(),
+        "losses/clipfrac": np.mean(clipfracs),
+        "losses/explained_variance": np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
+        "losses/encoder_grad_norm": np.mean(encoder_grad_norms),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    ckpt = load_checkpoint(args.resume or args.eval_checkpoint, args.env_id) if (args.resume or args.eval_checkpoint) else None
-    if ckpt is not None:  # a resumed (or evaluated) run keeps the checkpoint's settings
-        args = checkpoint_args(args, ckpt)
-    args.batch_size = int(args.num_envs * args.num_steps)
-    args.minibatch_size = int(args.batch_size // args.num_minibatches)
-    args.num_iterations = args.total_timesteps // args.batch_size
-    if args.num_envs % args.num_minibatches:
-        sys.exit(f"error: --num-envs {args.num_envs} must be a multiple of --num-minibatches {args.num_minibatches}"
-                 " (RL2's minibatches are whole env sequences)")
+    args, given = parse_args()
+    ckpt = None
+    if args.resume or args.eval_checkpoint:  # a resumed (or evaluated) run keeps the checkpoint's settings
+        ckpt = load_checkpoint(args.resume or args.eval_checkpoint, args.env_id)
+        args = checkpoint_args(args, given, ckpt)
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    if ckpt is not None:  # a resumed run keeps its name and folder; an evaluation records to `{name}-eval`
+    if ckpt is not None:  # a resumed run keeps its name and folder; an evaluation's videos go to `{name}-eval`
         run_name = ckpt["run_name"] if args.resume else f"{ckpt['run_name']}-eval"
     run_dir = os.path.join("runs", run_name)
+    video_dir = os.path.join("videos", run_name) if args.capture_video else None
 
     # TRY NOT TO MODIFY: seeding
-    random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    # no argument validation in the action distributions: it costs time, and a NaN must reach the non-finite check
-    torch.distributions.Distribution.set_default_validate_args(False)
+    torch.distributions.Distribution.set_default_validate_args(False)  # faster; a NaN must reach `nonfinite`
     if args.cuda and not torch.cuda.is_available():
         warnings.warn("--cuda was given but no GPU is available: running on the CPU")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    env_fns = [make_env(args.env_id, args.episodes_per_task) for _ in range(args.num_envs)]
-    vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    envs_ = vector_env(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs_space, action_space = envs_.single_observation_space, envs_.single_action_space
+    train_envs = envs.make_vector_env(args.env_id, args.episodes_per_task, args.num_envs, args.async_envs)
+    obs_space, action_space = train_envs.single_observation_space, train_envs.single_action_space
     obs_dim = obs_space.shape[0]
     action_dim = action_space.n if isinstance(action_space, gym.spaces.Discrete) else action_space.shape[0]
-    probe_env = make_env(args.env_id, args.episodes_per_task, "test")()
-    eval_tasks = evaluation_tasks(probe_env, args.num_eval_tasks, args.eval_seed)
-    probe_env.close()
+    eval_tasks = envs.evaluation_tasks(args.env_id, args.num_eval_tasks, args.eval_seed)
 
     agent = Agent(obs_space, action_space, args).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     encoder = Encoder(obs_dim, action_dim, args).to(device)
     encoder_optimizer = optim.Adam(encoder.parameters(), lr=args.learning_rate, fused=True)  # its own Adam, same lr
     reward_normalizer = RewardNormalizer(args.num_envs, args.gamma, args.reward_clip)
-    global_step, start_iteration, saved_iteration = 0, 1, 0
-    if ckpt is not None:
+    finished_returns = []  # the returns of the episodes of each meta-episode finished in this iteration
+    learners = dict(agent=agent, optimizer=optimizer, encoder=encoder, encoder_optimizer=encoder_optimizer)
+    learners.update(reward_rms=reward_normalizer.rms)  # all that a checkpoint always holds
+    if args.eval_checkpoint:
         agent.load_state_dict(ckpt["agent"])
         encoder.load_state_dict(ckpt["encoder"])
-    if args.eval_checkpoint:
-        video_dir = os.path.join("videos", run_name) if args.capture_video else None
         returns, successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
-        print(json.dumps({"checkpoint": args.eval_checkpoint, "return": returns.sum(1).mean(),
-                          "return_per_episode": returns.mean(0).tolist(),
-                          "success_per_episode": successes.mean(0).tolist(), "success": success_rate(successes)}))
+        print(json.dumps(eval_summary(returns, successes, args)[0] | {"checkpoint": args.eval_checkpoint}))
         sys.exit(0)
+    global_step, start_iteration, saved_iteration = 0, 1, 0
     if args.resume:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        encoder_optimizer.load_state_dict(ckpt["encoder_optimizer"])
-        reward_normalizer.rms.load_state_dict(ckpt["reward_rms"])
-        global_step, start_iteration = ckpt["global_step"], ckpt["iteration"] + 1
-        saved_iteration = ckpt["iteration"]
+        for name, learner in learners.items():
+            learner.load_state_dict(ckpt[name])
+        global_step, saved_iteration = ckpt["global_step"], ckpt["iteration"]
+        start_iteration = saved_iteration + 1
         print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
     os.makedirs(run_dir, exist_ok=True)
     logger = Logger(run_dir, args, run_name, resume_step=global_step if args.resume else None)
     with open(os.path.join(run_dir, "args.json"), "w") as f:
         json.dump(dataclasses.asdict(args), f, indent=2)
-
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-
-    def checkpoint(iteration):
-        """Everything the next iteration depends on, so that a resumed run continues exactly (see env_snapshot)."""
-        logger.flush()
-        snapshot = env_snapshot(envs_)
-        rollout = None if snapshot is None else dict(
-            envs=snapshot, next_obs=next_obs, next_latent=next_latent, hidden=hidden, next_start=next_start,
-            episode_returns=episode_returns, episode_index=episode_index, reward_returns=reward_normalizer.returns,
-        )
-        save_checkpoint(
-            checkpoint_path, script=os.path.basename(__file__), run_name=run_name,
-            args=dataclasses.asdict(args), iteration=iteration, global_step=global_step, agent=agent.state_dict(),
-            encoder=encoder.state_dict(), optimizer=optimizer.state_dict(), encoder_optimizer=encoder_optimizer.state_dict(),
-            reward_rms=reward_normalizer.rms.state_dict(), random_state=random_state(), rollout=rollout,
-        )
-        return iteration
 
     # ALGO Logic: Storage setup
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
@@ -920,36 +734,27 @@ if __name__ == "__main__":
     raw_rewards = torch.zeros((args.num_steps, args.num_envs, 1)).to(device)
     enc_next_obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
     starts = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool).to(device)
-    episode_returns = np.zeros((args.num_envs, args.episodes_per_task))
-    episode_index = np.zeros(args.num_envs, dtype=np.int64)
-    finished_returns = []
 
     # TRY NOT TO MODIFY: start the game
     start_time, start_step = time.time(), global_step
-    next_obs, _ = envs_.reset(seed=args.seed + 1000 * (start_iteration - 1))
-    next_obs = torch.Tensor(next_obs).to(device)
+    next_obs = torch.Tensor(train_envs.reset(seed=args.seed + 1000 * (start_iteration - 1))[0]).to(device)
     with torch.no_grad():
-        next_latent, hidden = encoder.prior(args.num_envs)
-    next_start = torch.ones(args.num_envs, dtype=torch.bool, device=device)
+        hidden = encoder.prior(args.num_envs)[1]
+    next_start = torch.ones(args.num_envs, dtype=torch.bool, device=device)  # every env starts a meta-episode
+    if args.resume and ckpt["rollout"] is not None:  # META-RL LOGIC: every env continues its meta-episode and memory
+        train_envs.envs, next_obs = pickle.loads(ckpt["rollout"]["envs"]), ckpt["rollout"]["next_obs"].to(device)
+        hidden, next_start = ckpt["rollout"]["hidden"].to(device), ckpt["rollout"]["next_start"].to(device)
+        reward_normalizer.returns = ckpt["rollout"]["reward_returns"]
+    elif args.resume:
+        warnings.warn(f"{args.env_id} envs cannot be restored exactly (see env_snapshot): fresh meta-episodes")
     if args.resume:
-        rollout = ckpt.get("rollout")
-        if rollout is not None:  # META-RL LOGIC: every env continues its meta-episode (and hidden state) where it stopped
-            envs_.envs = pickle.loads(rollout["envs"])
-            next_obs, next_start = rollout["next_obs"].to(device), rollout["next_start"].to(device)
-            next_latent, hidden = rollout["next_latent"].to(device), rollout["hidden"].to(device)
-            episode_returns, episode_index = rollout["episode_returns"], rollout["episode_index"]
-            reward_normalizer.returns = rollout["reward_returns"]
-        else:
-            warnings.warn(f"{args.env_id} envs cannot be restored exactly (see env_snapshot): the resumed run starts "
-                          "fresh meta-episodes")
-        set_random_state(ckpt["random_state"])
-    video_dir = os.path.join("videos", run_name) if args.capture_video else None
-    stop = StopSignal()  # Ctrl-C / SIGTERM: checkpoint at the end of the iteration, then exit
-    for iteration in range(start_iteration, args.num_iterations + 1):
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+    stop = catch_stop_signals()  # Ctrl-C / SIGTERM: a checkpoint at the end of the iteration, then exit
+    for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
-            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            frac = 1.0 - (iteration - 1.0) / num_iterations
             optimizer.param_groups[0]["lr"] = encoder_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
-
         # META-RL LOGIC: the hidden state is carried across iterations; the update re-runs the encoder from here. The
         # first latent comes from the current encoder, as `encode_rollout` recomputes it in the update.
         initial_hidden = hidden.clone()
@@ -958,57 +763,40 @@ if __name__ == "__main__":
 
         for step in range(0, args.num_steps):
             global_step += args.num_envs
-            obs[step] = next_obs
-            latents[step] = next_latent
-            starts[step] = next_start
+            obs[step], latents[step], starts[step] = next_obs, next_latent, next_start
 
-            # ALGO LOGIC: action logic
-            with torch.no_grad():  # the values are computed after the rollout, in one batch
+            # ALGO LOGIC: action logic (the values are computed after the rollout, in one batch)
+            with torch.no_grad():
                 action, logprob, _ = agent.act(agent.features(next_obs, next_latent))
-            actions[step] = action
-            logprobs[step] = logprob
+            actions[step], logprobs[step] = action, logprob
 
             # TRY NOT TO MODIFY: execute the game and log data.
-            action_np = action.cpu().numpy()
-            next_obs_np, reward, terminations, truncations, infos = envs_.step(action_np)
+            next_obs_np, reward, terminations, truncations, infos = train_envs.step(action.cpu().numpy())
             done = np.logical_or(terminations, truncations)
             rewards[step] = torch.as_tensor(reward_normalizer(reward, done), device=device)
             terminals[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
+            if "final_info" in infos:  # the returns of the episodes of the meta-episodes that ended here
+                ended = infos["final_info"]
+                finished_returns += list(ended["episode_returns"][ended["_episode_returns"]])
 
-            # META-RL LOGIC: the encoder sees the true next state of this transition: the inner episode's last
-            # observation at an inner episode end, the meta-episode's last one at a meta-episode end.
-            enc_next = next_obs_np.copy()
-            for key in ("inner_final_obs", "final_obs"):
-                if key in infos:
-                    mask = infos[f"_{key}"]
-                    enc_next[mask] = np.stack(infos[key][mask])
-            inner_end = infos.get("_inner_final_obs", np.zeros(args.num_envs, dtype=bool))
-            enc_action, cols = encoder_actions(action_np, action_space), np.arange(args.num_envs)
-            enc_actions[step] = torch.as_tensor(enc_action, device=device)
+            # META-RL LOGIC: the encoder sees the sampled action, the raw reward and the true next state
+            enc_action = encoder_actions(action.cpu().numpy(), action_space)
+            enc_next = envs.true_next_obs(next_obs_np, infos)
+            enc_actions[step], enc_next_obs[step] = torch.as_tensor(enc_action), torch.as_tensor(enc_next)
             raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
-            enc_next_obs[step] = torch.as_tensor(enc_next, device=device)
+            enc_inputs = (enc_action, reward.astype(np.float32), enc_next)
             with torch.no_grad():
-                next_latent, hidden = encoder(
-                    torch.as_tensor(enc_action, device=device).unsqueeze(0),
-                    torch.as_tensor(reward, dtype=torch.float32, device=device).view(1, -1, 1),
-                    torch.as_tensor(enc_next, device=device).unsqueeze(0), hidden,
-                )
-                next_latent = next_latent[0]
-            # META-RL LOGIC: with --proper-time-limits, a meta-episode cut by the time limit bootstraps from the value
-            # of its true final state, with the latent that has seen the last transition
+                next_latent, hidden = encoder.step(*(torch.as_tensor(x, device=device) for x in enc_inputs), hidden)
+            # META-RL LOGIC: a meta-episode cut by the time limit bootstraps from the value of its true final state,
+            # with the latent that has seen the last transition (--proper-time-limits)
             final_values[step] = 0.0
             if args.proper_time_limits and truncations.any():
-                cut = torch.as_tensor(truncations & ~terminations, device=device)
                 with torch.no_grad():
                     final_value = agent.get_value(torch.as_tensor(enc_next, device=device), next_latent).view(-1)
+                cut = torch.as_tensor(truncations & ~terminations, device=device)
                 final_values[step] = torch.where(cut, final_value, 0.0)
-            episode_returns[cols, episode_index] += reward
-            episode_index += inner_end
-            for i in np.flatnonzero(done):  # META-RL LOGIC: a finished meta-episode: reset the memory
-                finished_returns.append(episode_returns[i].copy())
-                episode_index[i], episode_returns[i] = 0, 0.0
             next_start = torch.as_tensor(done, device=device)
-            if done.any():
+            if done.any():  # META-RL LOGIC: a finished meta-episode resets the memory; the next one starts at the prior
                 with torch.no_grad():
                     prior, _ = encoder.prior(1)
                 reset = torch.as_tensor(done, device=device)
@@ -1017,126 +805,61 @@ if __name__ == "__main__":
             next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
 
         metrics = {}
-        if finished_returns:
-            per_episode = np.mean(finished_returns, axis=0)
-            metrics["charts/return"] = per_episode.sum()
+        if finished_returns:  # the mean return of the meta-episodes finished in this iteration, and of their episodes
+            per_episode, finished_returns = np.mean(finished_returns, axis=0), []
+            metrics = {"charts/return": per_episode.sum()}
             metrics.update({f"charts/return_ep{k + 1}": r for k, r in enumerate(per_episode)})
-            finished_returns = []
-
         if global_step >= args.precollect_frames:
-            # the rollout's values in one batch (cheaper than step by step), and the bootstrap value
-            with torch.no_grad():
+            with torch.no_grad():  # the rollout's values in one batch, and the bootstrap value
                 values = agent.get_value(obs.flatten(0, 1), latents.flatten(0, 1)).view(args.num_steps, args.num_envs)
                 next_value = agent.get_value(next_obs, next_latent).reshape(1, -1)
-            advantages, returns = compute_gae(rewards, values, terminals, final_values, next_value, args.gamma,
-                                              args.gae_lambda)
-
-            # flatten the batch
-            b_obs = obs.reshape((-1,) + obs_space.shape)
-            b_logprobs = logprobs.reshape(-1)
-            b_actions = actions.reshape((-1,) + action_space.shape)
-            b_advantages = advantages.reshape(-1)
-            b_returns = returns.reshape(-1)
-            b_values = values.reshape(-1)
+            advantages, returns = compute_gae(rewards, values, terminals, final_values, next_value, args)
             if args.norm_adv:  # over the whole rollout (VariBAD), not per minibatch
-                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-5)
-            # META-RL LOGIC: the state normaliser is updated once per iteration, from the whole rollout; the RL2 latent
-            # is not normalised (latent_rms keeps mean 0 and variance 1), so the PPO gradient reaches the encoder as is
-            agent.obs_rms.update(b_obs)
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+            batch = dict(obs=obs, actions=actions.long() if agent.discrete else actions)
+            batch.update(logprobs=logprobs, advantages=advantages, returns=returns, values=values)
+            batch.update(enc_actions=enc_actions, raw_rewards=raw_rewards, enc_next_obs=enc_next_obs, starts=starts)
+            batch["hidden"] = initial_hidden
+            # META-RL LOGIC: the state normaliser is updated once per iteration, from the whole rollout
+            agent.obs_rms.update(obs)
+            metrics.update(ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args))
 
-            # Optimizing the policy, value network and encoder: minibatches of whole env sequences
-            envinds = np.arange(args.num_envs)
-            flatinds = np.arange(args.batch_size).reshape(args.num_steps, args.num_envs)
-            envsperbatch = args.num_envs // args.num_minibatches
-            clipfracs, encoder_grad_norms = [], []
-            for epoch in range(args.update_epochs):
-                np.random.shuffle(envinds)
-                for start in range(0, args.num_envs, envsperbatch):
-                    mbenvinds = envinds[start : start + envsperbatch]
-                    mb_inds = flatinds[:, mbenvinds].ravel()  # be really careful about the index
-                    # META-RL LOGIC: re-run the encoder over these envs' rollouts, so the PPO loss reaches it
-                    mb_latents = encode_rollout(encoder, enc_actions[:, mbenvinds], raw_rewards[:, mbenvinds],
-                                                enc_next_obs[:, mbenvinds], starts[:, mbenvinds], initial_hidden[:, mbenvinds])
-                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(
-                        b_obs[mb_inds], mb_latents.flatten(0, 1), b_actions.long()[mb_inds] if agent.discrete else b_actions[mb_inds]
-                    )
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    ratio = logratio.exp()
-                    with torch.no_grad():
-                        old_approx_kl = (-logratio).mean()
-                        approx_kl = ((ratio - 1) - logratio).mean()
-                        clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
-                    mb_advantages = b_advantages[mb_inds]
-
-                    # Policy loss
-                    pg_loss1 = -mb_advantages * ratio
-                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                    # Value loss: Huber, clipped with the same epsilon, times 0.5 (VariBAD's)
-                    newvalue = newvalue.view(-1)
-                    v_loss_unclipped = F.smooth_l1_loss(newvalue, b_returns[mb_inds], reduction="none")
-                    if args.clip_vloss:
-                        v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef)
-                        v_loss_clipped = F.smooth_l1_loss(v_clipped, b_returns[mb_inds], reduction="none")
-                        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
-                    else:
-                        v_loss = 0.5 * v_loss_unclipped.mean()
-
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-
-                    optimizer.zero_grad()
-                    encoder_optimizer.zero_grad()
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    encoder_grad_norms.append(nn.utils.clip_grad_norm_(encoder.parameters(), args.encoder_max_grad_norm).item())
-                    optimizer.step()
-                    encoder_optimizer.step()
-
-            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-            var_y = np.var(y_true)
-            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-
-            metrics.update({
-                "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item(),
-                "losses/policy_loss": pg_loss.item(), "losses/entropy": entropy_loss.item(),
-                "losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item(),
-                "losses/clipfrac": np.mean(clipfracs), "losses/explained_variance": explained_var,
-                "losses/encoder_grad_norm": np.mean(encoder_grad_norms),
-            })
-
-        sps = (global_step - start_step) / (time.time() - start_time)
-        metrics["charts/SPS"] = sps
-        last = iteration == args.num_iterations
+        metrics["charts/SPS"] = sps = (global_step - start_step) / (time.time() - start_time)
+        last = iteration == num_iterations
         if (args.eval_every and iteration % args.eval_every == 0) or last:
-            eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir if last else None)
-            metrics["eval/return"] = eval_returns.sum(1).mean()
-            metrics.update({f"eval/return_ep{k + 1}": r for k, r in enumerate(eval_returns.mean(0))})
-            if args.env_id.startswith("MetaWorld"):  # and the tasks solved in a meta-episode as long as training's
-                metrics["eval/success"] = success_rate(eval_successes)
-                metrics["eval/success_any"] = eval_successes[:, : args.episodes_per_task].max(1).mean()
+            eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir if last else None)
+            metrics.update(eval_summary(*eval_results, args)[1])
         logger.log(metrics, global_step)
         logger.progress(global_step, args.total_timesteps, sps, force=last)
-        problem = nonfinite(metrics, {"agent": agent, "encoder": encoder})
-        if problem:  # stop before the bad state reaches a checkpoint
-            kept = (f"the last good checkpoint, {checkpoint_path} (iteration {saved_iteration}), is kept" if saved_iteration
-                    else "no checkpoint was saved (--save-model keeps one every --save-every iterations)")
+        if problem := nonfinite(metrics, {"agent": agent, "encoder": encoder}):
+            kept = f"the last good checkpoint, {checkpoint_path} (iteration {saved_iteration}), is kept"
+            kept = kept if saved_iteration else "no checkpoint was saved (--save-model keeps one every --save-every)"
             sys.exit(f"error: non-finite {problem} at iteration {iteration} ({global_step:,} frames); {kept}")
-        if (args.save_model and (iteration % args.save_every == 0 or last)) or stop.signum:
-            saved_iteration = checkpoint(iteration)
-        if stop.signum:
-            print(f"{signal.Signals(stop.signum).name}: stopped at iteration {iteration} ({global_step:,} frames); "
-                  f"continue with --resume {checkpoint_path}", flush=True)
+        if (args.save_model and (iteration % args.save_every == 0 or last)) or stop:
+            logger.file.flush()
+            rollout, snapshot = None, env_snapshot(train_envs)
+            if snapshot is not None:  # everything else the next iteration depends on, for an exact resume
+                rollout = dict(envs=snapshot, next_obs=next_obs, hidden=hidden, next_start=next_start)
+                rollout["reward_returns"] = reward_normalizer.returns
+            rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+            save_checkpoint(
+                checkpoint_path, script=os.path.basename(__file__), run_name=run_name, args=dataclasses.asdict(args),
+                iteration=iteration, global_step=global_step, rng=rng, rollout=rollout,
+                **{name: learner.state_dict() for name, learner in learners.items()},
+            )  # fmt: skip
+            saved_iteration = iteration
+        if stop:
+            print(f"{signal.Signals(stop[0]).name}: stopped at iteration {iteration} ({global_step:,} frames); "
+                  f"continue with --resume {checkpoint_path}", flush=True)  # fmt: skip
             logger.close()
-            sys.exit(128 + stop.signum)
+            sys.exit(128 + stop[0])
 
-    # the final evaluation on the held-out tasks (the last iteration's), with the per-episode returns of every task
-    if start_iteration > args.num_iterations:  # a finished run resumed: evaluate again
-        eval_returns, eval_successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
+    # the final evaluation on the held-out tasks (the last iteration's), with the returns of every task and episode
+    if start_iteration > num_iterations:  # a finished run resumed: evaluate again
+        eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
+    result = {"env_id": args.env_id, "global_step": global_step, "tasks": [np.asarray(t).tolist() for t in eval_tasks]}
+    result |= eval_summary(*eval_results, args)[0] | {"returns": eval_results[0].tolist()}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump({"env_id": args.env_id, "global_step": global_step, "tasks": [np.asarray(t).tolist() for t in eval_tasks],
-                   "return": float(eval_returns.sum(1).mean()), "return_per_episode": eval_returns.mean(0).tolist(),
-                   "returns": eval_returns.tolist(), "successes": eval_successes.tolist()}, f, indent=1)
-    envs_.close()
+        json.dump(result | {"successes": eval_results[1].tolist()}, f, indent=1)
+    train_envs.close()
     logger.close()

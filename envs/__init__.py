@@ -29,3 +29,8 @@ EPISODES_PER_TASK = {env_id: spec[2] for env_id, spec in _ENVS.items()}
 for _id, (_entry, _steps, _episodes, _kwargs) in _ENVS.items():
     if _id not in registry:
         register(id=_id, entry_point=_entry, max_episode_steps=_steps, kwargs=_kwargs)
+
+from envs.meta import MetaEpisodeWrapper, evaluation_tasks, make_env, make_vector_env, true_next_obs  # noqa: E402
+
+__all__ = ["ENV_IDS", "EPISODES_PER_TASK", "MetaEpisodeWrapper", "evaluation_tasks", "make_env", "make_vector_env",
+           "true_next_obs"]  # fmt: skip
