@@ -204,7 +204,7 @@ def checkpoint_args(args, given, ckpt):
         if getattr(args, name) != saved[name]:
             flag = f"--{name.replace('_', '-')} {getattr(args, name)}"
             sys.exit(f"error: {flag} differs from the checkpoint's {saved[name]}; a run keeps its settings")
-    return Args(**saved, **{name: getattr(args, name) for name in given & set(RUNTIME_FLAGS)})
+    return Args(**{**saved, **{name: getattr(args, name) for name in given & set(RUNTIME_FLAGS)}})
 
 
 # TRY NOT TO MODIFY: bookkeeping and running statistics
@@ -244,13 +244,6 @@ class RewardNormalizer:
         self.returns[terminals] = 0.0
         self.rms.update(torch.as_tensor(self.returns))
         return np.clip(rewards / math.sqrt(self.rms.var.item() + 1e-8), -self.clip, self.clip)
-
-
-def encoder_actions(actions, action_space):
-    """The actions as the task encoder sees them: discrete ones one-hot, continuous ones as sampled (unclipped)."""
-    if isinstance(action_space, gym.spaces.Discrete):
-        return np.eye(action_space.n, dtype=np.float32)[actions]
-    return np.asarray(actions, dtype=np.float32)
 
 
 # ALGO LOGIC: the VAE (VariBAD's task encoder and decoders)
@@ -499,33 +492,19 @@ def compute_gae(rewards, values, terminals, final_values, next_value, args):
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """One meta-episode of --num-eval-episodes episodes per held-out task, deterministic actions, from the encoder's
-    prior. Returns the per-episode returns (tasks, episodes) and success flags (1 where the env reported a success)."""
-    k, n = args.num_eval_episodes or args.episodes_per_task, len(tasks)
-    eval_envs = [envs.make_env(args.env_id, k, "test", "rgb_array" if video_dir else None)() for _ in tasks]
-    if video_dir:
-        eval_envs[0] = gym.wrappers.RecordVideo(eval_envs[0], video_dir, lambda _: True, disable_logger=True)
-    returns, successes = np.zeros((n, k)), np.zeros((n, k))
-    obs = np.stack([eval_envs[i].reset(seed=args.eval_seed + i, options={"task": tasks[i]})[0] for i in range(n)])
-    latent, hidden = encoder.prior(n)
-    episode, active = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
-    while active.any():
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        action = agent.act(agent.features(obs_t, latent), deterministic=True)[0].cpu().numpy()
-        next_obs, rewards, enc_next = obs.copy(), np.zeros(n, dtype=np.float32), obs.copy()
-        for i in np.flatnonzero(active):
-            next_obs[i], rewards[i], terminated, truncated, info = eval_envs[i].step(action[i])
-            enc_next[i] = info.get("inner_final_obs", next_obs[i])
-            returns[i, episode[i]] += rewards[i]
-            successes[i, episode[i]] = max(successes[i, episode[i]], float(info.get("success", 0.0)))
-            episode[i] += terminated or truncated or "inner_final_obs" in info
-            active[i] = not (terminated or truncated)
-        enc_inputs = (encoder_actions(action, eval_envs[0].action_space), rewards, enc_next.astype(np.float32))
-        latent, hidden = encoder.step(*(torch.as_tensor(x, device=device) for x in enc_inputs), hidden)
-        obs = next_obs
-    for env in eval_envs:
-        env.close()
-    return returns, successes
+    """The held-out evaluation (envs.run_meta_episodes) with deterministic actions and the latent that the encoder
+    updates after every transition, from its prior. Returns the returns and success flags per task and episode."""
+    latent, hidden = encoder.prior(len(tasks))
+
+    def policy(obs, previous):
+        nonlocal latent, hidden
+        if previous is not None:  # the encoder sees every env's last transition
+            latent, hidden = encoder.step(*(torch.as_tensor(x, device=device) for x in previous), hidden)
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        return agent.act(agent.features(obs, latent), deterministic=True)[0].cpu().numpy()
+
+    k = args.num_eval_episodes or args.episodes_per_task
+    return envs.run_meta_episodes(args.env_id, tasks, k, args.eval_seed, policy, video_dir)[:2]
 
 
 def eval_summary(returns, successes, args):
@@ -799,7 +778,7 @@ if __name__ == "__main__":
                 finished_returns += list(ended["episode_returns"][ended["_episode_returns"]])
 
             # META-RL LOGIC: the encoder sees the sampled action, the raw reward and the true next state
-            enc_action = encoder_actions(action.cpu().numpy(), action_space)
+            enc_action = envs.action_vectors(action.cpu().numpy(), action_space)
             enc_next = envs.true_next_obs(next_obs_np, infos)
             transitions = np.concatenate([obs[step].cpu().numpy(), enc_action, reward[:, None], enc_next], 1)
             for record, transition in zip(running, transitions.astype(np.float32)):

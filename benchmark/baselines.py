@@ -3,17 +3,17 @@
     python benchmark/baselines.py --env-ids CheetahDir CheetahVel AntDir WalkerRandParams MetaWorldML1
 
 A learning curve says little without its floor. For every env id this runs, on exactly the tasks that the training
-scripts evaluate on (`evaluation_tasks` with the preset's `num_eval_tasks` and `eval_seed`, the same reset seeds,
-the same meta-episode wrapper and the same bookkeeping as `evaluate`: raw rewards summed over the meta-episode of
-`num_eval_episodes` episodes, and the papers' success rate: the fraction of tasks with a success in an episode,
-averaged over the episodes), two policies that need no learning:
+scripts evaluate on, through the same code (`envs.evaluation_tasks` with the preset's `num_eval_tasks` and
+`eval_seed`, and `envs.run_meta_episodes`: the same reset seeds, meta-episodes of `num_eval_episodes` episodes, rewards
+summed per episode, and the papers' success rate: the fraction of tasks with a success in an episode, averaged over
+the episodes), two policies that need no learning:
 
 * `zero`: the action 0 at every step (on MuJoCo: standing or lying still; on Meta-World: the arm does not move);
 * `random`: actions drawn uniformly from the action space (a generator seeded by `--seed`).
 
-Discrete action spaces (GridNavi, TMaze) have no zero action: only `random` is given there; BOUNDS.md has their exact
-bounds. The table (mean over tasks, min and max over tasks, mean episode length, success on Meta-World) goes to
-stdout, and with `--out FILE` also as JSON.
+Discrete action spaces (GridNavi, TMaze) have no zero action: only `random` is given there (docs/method.md has
+their exact bounds). The table (mean over tasks, min and max over tasks, mean episode length, success on Meta-World)
+goes to stdout, and with `--out FILE` also as JSON.
 """
 
 import argparse
@@ -27,52 +27,44 @@ sys.path.insert(0, ROOT)
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-import envs  # noqa: E402,F401  (registers the env ids)
-import varibad_hyper as script  # noqa: E402  (its evaluation tasks, presets and env wrapper; no training runs on import)
+import envs  # noqa: E402  (registers the env ids; the evaluation protocol)
+import varibad_hyper as script  # noqa: E402  (its presets; no training runs on import)
 
 POLICIES = ("zero", "random")
 
 
 def policy_returns(env_id, policy, seed=0, num_tasks=None):
-    """One meta-episode per evaluation task with a trivial policy, accounted as the scripts' `evaluate` does.
-    Returns (returns (tasks, episodes), successes (tasks, episodes), steps per task)."""
+    """One meta-episode per evaluation task with a trivial policy, through the scripts' own evaluation protocol
+    (`envs.run_meta_episodes`). Returns (returns (tasks, episodes), successes (tasks, episodes), steps per task)."""
     args = script.apply_preset(script.Args(env_id=env_id))
-    if num_tasks is not None:
-        args.num_eval_tasks = num_tasks
-    k = args.num_eval_episodes or args.episodes_per_task
-    env = script.make_env(env_id, k, "test")()
-    if policy == "zero" and not isinstance(env.action_space, gym.spaces.Box):
-        raise ValueError(f"{env_id}: the zero policy needs a continuous action space, not {env.action_space}")
-    tasks = script.evaluation_tasks(env, args.num_eval_tasks, args.eval_seed)
+    space = gym.make(env_id).action_space
+    if policy == "zero" and not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"{env_id}: the zero policy needs a continuous action space, not {space}")
     rng = np.random.default_rng(seed)
-    n = len(tasks)
-    returns, successes, steps = np.zeros((n, k)), np.zeros((n, k)), np.zeros(n, dtype=np.int64)
-    for i, task in enumerate(tasks):  # one env for all tasks: a reset with a task and a seed starts afresh
-        env.reset(seed=args.eval_seed + i, options={"task": task})
-        episode, done = 0, False
-        while not done:
-            if policy == "zero":
-                action = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
-            elif isinstance(env.action_space, gym.spaces.Box):
-                action = rng.uniform(env.action_space.low, env.action_space.high).astype(env.action_space.dtype)
-            else:
-                action = int(rng.integers(env.action_space.n))
-            _, reward, terminated, truncated, info = env.step(action)
-            done = terminated or truncated
-            returns[i, episode] += reward
-            successes[i, episode] = max(successes[i, episode], float(info.get("success", 0.0)))
-            steps[i] += 1
-            if "inner_final_obs" in info and not done:
-                episode += 1
-    env.close()
-    return returns, successes, steps
+
+    def act(obs, previous):
+        if policy == "zero":
+            return np.zeros((len(obs), *space.shape), dtype=space.dtype)
+        if isinstance(space, gym.spaces.Box):
+            return rng.uniform(space.low, space.high, size=(len(obs), *space.shape)).astype(space.dtype)
+        return rng.integers(space.n, size=len(obs))
+
+    tasks = envs.evaluation_tasks(env_id, num_tasks or args.num_eval_tasks, args.eval_seed)
+    k = args.num_eval_episodes or args.episodes_per_task
+    return envs.run_meta_episodes(env_id, tasks, k, args.eval_seed, act)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-ids", nargs="+", default=["CheetahDir", "CheetahVel", "AntDir", "WalkerRandParams",
-                                                         "MetaWorldML1"], choices=envs.ENV_IDS, metavar="ENV_ID")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--env-ids",
+        nargs="+",
+        default=["CheetahDir", "CheetahVel", "AntDir", "WalkerRandParams", "MetaWorldML1"],
+        choices=envs.ENV_IDS,
+        metavar="ENV_ID",
+    )
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random policy's actions")
     parser.add_argument("--num-tasks", type=int, default=None, help="evaluation tasks (default: the preset's)")
@@ -90,13 +82,24 @@ def main(argv=None):
                 continue
             returns, successes, steps = policy_returns(env_id, policy, opts.seed, opts.num_tasks)
             total = returns.sum(1)
-            row = {"env_id": env_id, "policy": policy, "tasks": len(total), "return": float(total.mean()),
-                   "min": float(total.min()), "max": float(total.max()), "steps": float(steps.mean()),
-                   "return_per_episode": returns.mean(0).tolist(), "success": script.success_rate(successes)}
+            row = {
+                "env_id": env_id,
+                "policy": policy,
+                "tasks": len(total),
+                "return": float(total.mean()),
+                "min": float(total.min()),
+                "max": float(total.max()),
+                "steps": float(steps.mean()),
+                "return_per_episode": returns.mean(0).tolist(),
+                "success": float((successes > 0).mean(0).mean()),
+            }
             rows.append(row)
             success = f"{row['success']:.0%}" if env_id.startswith("MetaWorld") else ""
-            print(f"| {env_id} | {policy} | {row['tasks']} | {row['return']:.2f} | {row['min']:.2f} | "
-                  f"{row['max']:.2f} | {row['steps']:.0f} | {success} |", flush=True)
+            print(
+                f"| {env_id} | {policy} | {row['tasks']} | {row['return']:.2f} | {row['min']:.2f} | "
+                f"{row['max']:.2f} | {row['steps']:.0f} | {success} |",
+                flush=True,
+            )
     if opts.out:
         with open(opts.out, "w") as f:
             json.dump(rows, f, indent=1)

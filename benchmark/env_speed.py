@@ -47,7 +47,13 @@ def measure(env_id: str, seconds: float) -> dict:
     steps = run(None, start + seconds)
     elapsed = time.perf_counter() - start
     env.close()
-    return {"env_id": env_id, "steps": steps, "seconds": elapsed, "steps_per_second": steps / elapsed, "build_seconds": built}
+    return {
+        "env_id": env_id,
+        "steps": steps,
+        "seconds": elapsed,
+        "steps_per_second": steps / elapsed,
+        "build_seconds": built,
+    }
 
 
 def main():
@@ -58,7 +64,7 @@ def main():
     args = parser.parse_args()
 
     results = []
-    print(f"| id | steps/s (1 env, random actions) | build + first reset (s) |\n|---|---:|---:|")
+    print("| id | steps/s (1 env, random actions) | build + first reset (s) |\n|---|---:|---:|")
     for env_id in args.ids:
         r = measure(env_id, args.seconds)
         results.append(r)

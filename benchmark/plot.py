@@ -8,8 +8,8 @@ of benchmark/suites.py that has finished runs it draws `{results}/plots/{suite}.
      percentile-bootstrap interval of the mean;
   2. the same against wall-clock hours of training (pauses between a stop and a `--resume` left out);
   3. the adaptation curve: the final evaluation's return in each episode of the meta-episode (eval.json).
-GridNavi (BOUNDS.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines; the env ids in
-`{results}/baselines.json` (benchmark/baselines.py: zero and uniformly random actions on the scripts' evaluation
+GridNavi (docs/method.md) and TMaze get the Bayes-optimal and uniformly random returns as reference lines; the env
+ids in `{results}/baselines.json` (benchmark/baselines.py: zero and uniformly random actions on the scripts' evaluation
 tasks) get those two policies' returns (success rates on Meta-World). Runs of no suite go to `other.png`.
 `{results}/tables.md` has, per suite, the final evaluation's mean +- std over seeds (population std, ddof=0; the value
 alone for one seed) of the meta-episode return, of each episode's return (where a meta-episode has several) and
@@ -29,18 +29,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FixedLocator, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from suites import SEEDS, SUITES, expand, parse_key  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# expected returns (meta-episode, and per episode) of the Bayes-optimal and random policies: GridNavi's from BOUNDS.md;
-# TMaze's by construction (the indicator is shown in every episode: always +4; a coin flip at the end: 0.5)
-BOUNDS = {"GridNavi": {"Bayes-optimal": (37.214, (4.0, 11.071, 11.071, 11.071)),
-                       "uniform random": (-4.662, (-1.166, -1.166, -1.166, -1.166))},
-          "TMaze": {"Bayes-optimal": (16.0, (4.0, 4.0, 4.0, 4.0)), "uniform random": (2.0, (0.5, 0.5, 0.5, 0.5))}}
+# expected returns (meta-episode, and per episode) of the Bayes-optimal and random policies: GridNavi's from
+# docs/method.md; TMaze's by construction (the indicator is shown in every episode: always +4; a coin flip at the end:
+# 0.5)
+BOUNDS = {
+    "GridNavi": {
+        "Bayes-optimal": (37.214, (4.0, 11.071, 11.071, 11.071)),
+        "uniform random": (-4.662, (-1.166, -1.166, -1.166, -1.166)),
+    },
+    "TMaze": {"Bayes-optimal": (16.0, (4.0, 4.0, 4.0, 4.0)), "uniform random": (2.0, (0.5, 0.5, 0.5, 0.5))},
+}
 GRID_POINTS = 200
 BOOTSTRAP_SAMPLES = 2000
 
@@ -72,7 +77,7 @@ def read_metrics(path, names=("eval/return", "eval/success", "charts/SPS")):
     """{metric: (steps, values)} of a long-format metrics.csv, sorted by step. A resumed run appends to the file and
     re-logs the steps after its checkpoint: the later row of a step wins. Also "_wall": (steps, wall times)."""
     series, wall = defaultdict(dict), {}
-    with (gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")) as f:
+    with gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="") as f:
         for row in csv.DictReader(f):
             step = int(row["global_step"])
             wall[step] = float(row["wall_time"])
@@ -124,8 +129,17 @@ def load_runs(results_dir):
             wall_steps, wall = metrics["_wall"]
             all_hours = training_hours(wall_steps, wall, metrics.get("charts/SPS"))
             hours = np.interp(curve[0], wall_steps, all_hours)
-        runs[key] = {"key": key, "script": script, "env_id": env_id, "label": label, "seed": seed, "eval": result,
-                     "steps": curve[0], "values": curve[1], "hours": hours}
+        runs[key] = {
+            "key": key,
+            "script": script,
+            "env_id": env_id,
+            "label": label,
+            "seed": seed,
+            "eval": result,
+            "steps": curve[0],
+            "values": curve[1],
+            "hours": hours,
+        }
     return runs
 
 
@@ -134,7 +148,10 @@ def group_runs(runs):
     groups = defaultdict(list)
     for run in runs:
         groups[(run["script"], run["env_id"], run["label"])].append(run)
-    order = lambda run: (SEEDS.index(run["seed"]) if run["seed"] in SEEDS else len(SEEDS), run["seed"])  # 73 20 3 first
+
+    def order(run):  # 73 20 3 first
+        return SEEDS.index(run["seed"]) if run["seed"] in SEEDS else len(SEEDS), run["seed"]
+
     return {g: sorted(rs, key=order) for g, rs in groups.items()}
 
 
@@ -203,8 +220,13 @@ def markdown_table(groups):
     for (script, env_id, label), group in groups.items():
         stats = summary(group)
         frames = sorted({run["eval"]["global_step"] for run in group})
-        cells = [f"`{script}.py`", env_id, label, f"{len(group)} ({' '.join(str(r['seed']) for r in group)})",
-                 "/".join(f"{f:,}" for f in frames)]
+        cells = [
+            f"`{script}.py`",
+            env_id,
+            label,
+            f"{len(group)} ({' '.join(str(r['seed']) for r in group)})",
+            "/".join(f"{f:,}" for f in frames),
+        ]
         cells += [mean_std(*stats["return"], len(group))]
         cells += [mean_std(*stats[f"ep{k + 1}"], len(group)) if f"ep{k + 1}" in stats else "" for k in range(episodes)]
         if success:
@@ -237,8 +259,9 @@ def draw(groups, path, title, window=1, references=BOUNDS):
             episodes = np.arange(1, per_episode.shape[1] + 1)
             mean = per_episode.mean(0)
             yerr = np.clip([mean - low, high - mean], 0, None)
-            row[2].errorbar(episodes + 0.04 * (i - len(mine) / 2), mean, yerr=yerr, color=color, marker="o", capsize=3,
-                            label=name)
+            row[2].errorbar(
+                episodes + 0.04 * (i - len(mine) / 2), mean, yerr=yerr, color=color, marker="o", capsize=3, label=name
+            )
         for name, (total, per_episode) in references.get(env_id, {}).items():
             style = {"Bayes-optimal": "--", "zero actions": "-."}.get(name, ":")
             for ax in row[:2]:
@@ -246,8 +269,14 @@ def draw(groups, path, title, window=1, references=BOUNDS):
             if len(per_episode) == 1:  # one episode a meta-episode (MuJoCo): a level across the panel, not a point
                 row[2].axhline(per_episode[0], color="black", linestyle=style, linewidth=1, label=name)
             else:
-                row[2].plot(np.arange(1, len(per_episode) + 1), per_episode, color="black", linestyle=style,
-                            linewidth=1, label=name)
+                row[2].plot(
+                    np.arange(1, len(per_episode) + 1),
+                    per_episode,
+                    color="black",
+                    linestyle=style,
+                    linewidth=1,
+                    label=name,
+                )
         row[0].set_xlabel("frames")
         row[1].set_xlabel("wall-clock hours of training")
         row[2].set_xlabel("episode of the meta-episode (final evaluation)")
@@ -286,8 +315,11 @@ def main(argv=None):
     others = [run for key, run in runs.items() if key not in covered]
     if others:
         figures.append(("other", "Runs of no suite.", others))
-    tables = ["# Results\n", "Written by `python benchmark/plot.py` from `benchmark/results/runs/`: the final evaluation "
-              "(held-out tasks, deterministic actions), mean ± std over seeds (population std).\n"]
+    tables = [
+        "# Results\n",
+        "Written by `python benchmark/plot.py` from `benchmark/results/runs/`: the final evaluation "
+        "(held-out tasks, deterministic actions), mean ± std over seeds (population std).\n",
+    ]
     for name, description, mine in figures:
         groups = group_runs(mine)
         path = os.path.join(args.results_dir, "plots", f"{name}.png")

@@ -3,7 +3,8 @@
     python benchmark/run.py --list                              # the suites (benchmark/suites.py)
     python benchmark/run.py --suite gridnavi --dry-run          # its commands, and which are done / resumable / todo
     python benchmark/run.py --suite gridnavi --jobs 2           # run what is not done yet, two processes at once
-    python benchmark/run.py --scripts varibad_hyper --env-ids GridNavi --seeds 73 20 --label lr1e-3 -- --learning-rate 1e-3
+    python benchmark/run.py --scripts varibad_hyper --env-ids GridNavi --seeds 73 20 --label lr1e-3 -- \
+        --learning-rate 1e-3
 
 Every run has a key `{script}__{env_id}__{label}__s{seed}` and runs with its own working directory,
 `--work-dir/{key}/` (benchmark/work/, not in git): the script writes `runs/{run_name}/` there (metrics.csv, args.json,
@@ -106,8 +107,16 @@ def state(run, results_dir, work_dir):
 
 
 def command(run, python, resume=None):
-    cmd = [python, os.path.join(ROOT, f"{run.script}.py"), "--env-id", run.env_id, "--seed", str(run.seed), "--save-model",
-           *run.flags]
+    cmd = [
+        python,
+        os.path.join(ROOT, f"{run.script}.py"),
+        "--env-id",
+        run.env_id,
+        "--seed",
+        str(run.seed),
+        "--save-model",
+        *run.flags,
+    ]
     if resume:
         cmd += ["--resume", resume]
     return cmd
@@ -115,6 +124,7 @@ def command(run, python, resume=None):
 
 def git_commit():
     try:
+
         def git(*cmd):
             return subprocess.run(["git", "-C", ROOT, *cmd], capture_output=True, text=True, check=True).stdout.strip()
 
@@ -154,14 +164,17 @@ def collect(run, results_dir, work_dir, python):
             with open(os.path.join(work, "command.txt")) as g:
                 f.write(g.read())
         else:
-            f.write("# not started by benchmark/run.py (commit unknown); args.json holds the run's resolved arguments.\n"
-                    f"# The runner's command for this key:\n{shlex.join(command(run, python))}\n")
+            f.write(
+                "# not started by benchmark/run.py (commit unknown); args.json holds the run's resolved arguments.\n"
+                f"# The runner's command for this key:\n{shlex.join(command(run, python))}\n"
+            )
         f.write(f"# run folder {os.path.relpath(src, work)}, collected {now()}\n")
     return dst
 
 
 def stop(children, grace):
     """SIGINT to every child (its whole process group: AsyncVectorEnv workers too), then SIGKILL after `grace` s."""
+
     def signal_all(sig):
         for proc in children:
             if proc.poll() is None:
@@ -214,10 +227,16 @@ def execute(runs, args):
                 cmd = command(run, args.python, os.path.relpath(ckpt, work) if ckpt else None)
                 record_command(work, cmd, args.threads)
                 log = open(os.path.join(work, "stdout.log"), "a")
-                proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
                 active[run.key] = (run, proc, lock, log)
-                print(f"{run.key}: {'resumed from ' + os.path.relpath(ckpt, work) if ckpt else 'started'} (pid {proc.pid}, "
-                      f"{len(active)} running, {len(queue)} queued)", flush=True)
+                print(
+                    f"{run.key}: {'resumed from ' + os.path.relpath(ckpt, work) if ckpt else 'started'} "
+                    f"(pid {proc.pid}, "
+                    f"{len(active)} running, {len(queue)} queued)",
+                    flush=True,
+                )
             time.sleep(0.5)
             for key, (run, proc, lock, log) in list(active.items()):
                 if proc.poll() is None:
@@ -247,16 +266,26 @@ def execute(runs, args):
 
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     usage="%(prog)s [options] [-- flags for every script]")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [options] [-- flags for every script]",
+    )
     parser.add_argument("--suite", nargs="+", default=[], help=f"suites to run: {', '.join(SUITES)}")
     parser.add_argument("--scripts", nargs="+", default=[], help="ad hoc: scripts (varibad_hyper or varibad_hyper.py)")
     parser.add_argument("--env-ids", nargs="+", default=[], help="ad hoc: env ids")
-    parser.add_argument("--seeds", nargs="+", type=int, default=None,
-                        help="seeds (ad hoc: default 73 20 3; with --suite: replace the suite's seeds)")
-    parser.add_argument("--label", default="", help="ad hoc: the runs' label (default: --hyper-init's value or 'preset')")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="seeds (ad hoc: default 73 20 3; with --suite: replace the suite's seeds)",
+    )
+    parser.add_argument(
+        "--label", default="", help="ad hoc: the runs' label (default: --hyper-init's value or 'preset')"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS (torch threads) of each run")
     parser.add_argument("--grace", type=float, default=60.0, help="seconds a stopped run gets to exit before SIGKILL")
@@ -275,7 +304,9 @@ def parse_args(argv=None):
     if args.suite and extra:
         parser.error("flags after -- are for ad hoc runs; a suite's flags are in benchmark/suites.py")
     if not args.label and without_flag(extra, "hyper-init"):  # --hyper-init alone gives its own label
-        parser.error("flags after -- change the runs: name them with --label (the key would otherwise claim the preset)")
+        parser.error(
+            "flags after -- change the runs: name them with --label (the key would otherwise claim the preset)"
+        )
     return args
 
 
@@ -292,8 +323,13 @@ def main(argv=None):
                 raise KeyError(f"unknown suite {unknown[0]!r}; one of {', '.join(SUITES)}")
             runs = expand([entry for name in args.suite for entry in SUITES[name][1]], args.seeds)
         else:
-            runs = expand([Entry(s, e, tuple(args.seeds or SEEDS), tuple(args.extra), args.label)
-                           for e in args.env_ids for s in args.scripts])
+            runs = expand(
+                [
+                    Entry(s, e, tuple(args.seeds or SEEDS), tuple(args.extra), args.label)
+                    for e in args.env_ids
+                    for s in args.scripts
+                ]
+            )
     except (KeyError, ValueError) as e:
         sys.exit(f"error: {e.args[0]}")
     if args.dry_run:
@@ -301,8 +337,10 @@ def main(argv=None):
         for run, st in zip(runs, states):
             work = os.path.join(args.work_dir, run.key)
             ckpt = checkpoint_path(work) if st == "resumable" else None
-            print(f"{st:9s}  {run.key}\n           cd {os.path.relpath(work)} && OMP_NUM_THREADS={args.threads} "
-                  f"{shlex.join(command(run, args.python, os.path.relpath(ckpt, work) if ckpt else None))}")
+            print(
+                f"{st:9s}  {run.key}\n           cd {os.path.relpath(work)} && OMP_NUM_THREADS={args.threads} "
+                f"{shlex.join(command(run, args.python, os.path.relpath(ckpt, work) if ckpt else None))}"
+            )
         print(", ".join(f"{states.count(s)} {s}" for s in ("done", "running", "finished", "resumable", "todo")))
         return 0
 
@@ -319,8 +357,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted")
         return 130
-    print(f"{len(runs)} run(s) in {(time.time() - start) / 3600:.2f} h; "
-          + (f"{len(failed)} failed: {' '.join(failed)}" if failed else "none failed"))
+    print(
+        f"{len(runs)} run(s) in {(time.time() - start) / 3600:.2f} h; "
+        + (f"{len(failed)} failed: {' '.join(failed)}" if failed else "none failed")
+    )
     return 1 if failed else 0
 
 

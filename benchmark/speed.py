@@ -43,8 +43,20 @@ def train_speed(script, env_id, iterations, threads):
     _, args = preset(script, env_id)
     frames = iterations * args.num_envs * args.num_steps
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--total-timesteps", str(frames),
-               "--precollect-frames", "0", "--eval-every", "0", "--num-eval-tasks", "2"]
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, script),
+            "--env-id",
+            env_id,
+            "--total-timesteps",
+            str(frames),
+            "--precollect-frames",
+            "0",
+            "--eval-every",
+            "0",
+            "--num-eval-tasks",
+            "2",
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         stderr = proc.stderr.read()  # before waiting: a full pipe would block the child
@@ -76,16 +88,30 @@ def env_speed(script, env_id, frames):
 
 def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads, draws=None):
     """One table row; with several measurements (`draws`), train_fps is their median."""
-    return {"script": script, "env_id": env_id, "frames": frames, "train_fps": train_fps, "env_fps": env_fps,
-            "ratio": train_fps / env_fps, "peak_mib": peak_mib, "threads": threads, "train_fps_draws": draws or [train_fps]}
+    return {
+        "script": script,
+        "env_id": env_id,
+        "frames": frames,
+        "train_fps": train_fps,
+        "env_fps": env_fps,
+        "ratio": train_fps / env_fps,
+        "peak_mib": peak_mib,
+        "threads": threads,
+        "train_fps_draws": draws or [train_fps],
+    }
 
 
 def markdown_table(rows):
-    lines = ["| script | env id | frames | train FPS | env-only FPS | train / env | peak memory | train FPS draws |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| `{r['script']}` | {r['env_id']} | {r['frames']:,} | {r['train_fps']:,.0f} | {r['env_fps']:,.0f} | "
-              f"{r['ratio']:.3f} | {r['peak_mib']:,.0f} MiB | {', '.join(f'{d:,.0f}' for d in r.get('train_fps_draws', []))} |"
-              for r in rows]
+    lines = [
+        "| script | env id | frames | train FPS | env-only FPS | train / env | peak memory | train FPS draws |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| `{r['script']}` | {r['env_id']} | {r['frames']:,} | {r['train_fps']:,.0f} | {r['env_fps']:,.0f} | "
+        f"{r['ratio']:.3f} | {r['peak_mib']:,.0f} MiB | "
+        f"{', '.join(f'{d:,.0f}' for d in r.get('train_fps_draws', []))} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -95,21 +121,33 @@ def main(argv=None):
     parser.add_argument("--env-ids", nargs="+", default=["GridNavi", "CheetahDir"])
     parser.add_argument("--iterations", type=int, default=60, help="PPO iterations per measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of each training run")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="training measurements per (script, env id), interleaved across scripts; the table gives "
-                             "their median (this machine's single draws vary by 10-30%%)")
-    parser.add_argument("--out", default=None,
-                        help="write the table to OUT.md and the rows to OUT.json "
-                             "(default: benchmark/results/speed_{env ids}; '': nowhere)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="training measurements per (script, env id), interleaved across scripts; the table gives "
+        "their median (this machine's single draws vary by 10-30%%)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="write the table to OUT.md and the rows to OUT.json "
+        "(default: benchmark/results/speed_{env ids}; '': nowhere)",
+    )
     parser.add_argument("--json", default=None, help="(old spelling) also write the rows to this JSON file")
     args = parser.parse_args(argv)
     scripts = [s if s.endswith(".py") else f"{s}.py" for s in args.scripts]
-    out = args.out if args.out is not None else os.path.join(
-        ROOT, "benchmark", "results", "speed_" + "_".join(e.lower() for e in args.env_ids))
+    out = (
+        args.out
+        if args.out is not None
+        else os.path.join(ROOT, "benchmark", "results", "speed_" + "_".join(e.lower() for e in args.env_ids))
+    )
 
     rows = []
-    header = (f"{args.threads} torch thread(s), {args.iterations} iterations each, {args.repeat} measurement(s) per "
-              f"pair (median), {platform.machine()}, {os.cpu_count()} cores")
+    header = (
+        f"{args.threads} torch thread(s), {args.iterations} iterations each, {args.repeat} measurement(s) per "
+        f"pair (median), {platform.machine()}, {os.cpu_count()} cores"
+    )
     print(header)
     print(markdown_table([]), flush=True)
     for env_id in args.env_ids:
@@ -121,10 +159,17 @@ def main(argv=None):
             frames, rss = draws[script][0][0], max(d[2] for d in draws[script])
             fps = [d[1] for d in draws[script]]
             ceiling = env_speed(script, env_id, min(frames, 200_000))
-            rows.append(result_row(script, env_id, frames, float(statistics.median(fps)), ceiling, rss, args.threads, fps))
+            rows.append(
+                result_row(script, env_id, frames, float(statistics.median(fps)), ceiling, rss, args.threads, fps)
+            )
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-    payload = {"machine": platform.platform(), "cpus": os.cpu_count(), "iterations": args.iterations,
-               "repeat": args.repeat, "results": rows}
+    payload = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "iterations": args.iterations,
+        "repeat": args.repeat,
+        "results": rows,
+    }
     paths = ([f"{out}.json"] if out else []) + ([args.json] if args.json else [])
     for path in paths:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 SCRIPTS = ("varibad_standard", "varibad_hyper", "rl2_standard", "rl2_hyper")
-SEEDS = (73, 20, 3)  # METHOD.md E.2
+SEEDS = (73, 20, 3)  # the papers' seeds (docs/method.md, Presets)
 INITS = ("bias", "weight", "hfi", "naive", "kaiming")  # the hypernetwork scripts' --hyper-init choices
 
 
@@ -90,15 +90,19 @@ def expand(entries, seeds=None):
         if not label or "__" in label or "/" in label or label != label.strip():
             raise ValueError(f"label {label!r}: needs to be non-empty, without '__', '/' or surrounding spaces")
         for seed in seeds or entry.seeds:
-            run = Run(run_key(script, entry.env_id, label, seed), script, entry.env_id, label, int(seed), tuple(entry.flags))
+            run = Run(
+                run_key(script, entry.env_id, label, seed), script, entry.env_id, label, int(seed), tuple(entry.flags)
+            )
             if run.key in runs and runs[run.key] != run:
-                raise ValueError(f"{run.key}: given with flags {runs[run.key].flags} and {run.flags}; use distinct labels")
+                raise ValueError(
+                    f"{run.key}: given with flags {runs[run.key].flags} and {run.flags}; use distinct labels"
+                )
             runs[run.key] = run
     return list(runs.values())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Suites: the issue's results. Budgets are the presets' (METHOD.md E.2) unless the label says otherwise.
+# Suites: the issue's results. Budgets are the presets' (docs/method.md, Presets) unless the label says otherwise.
 def _init_flags(init):
     return () if init == "bias" else ("--hyper-init", init)  # bias is the default: the same run as the plain script
 
@@ -116,19 +120,32 @@ SUITES = {
     ),
     "init-cheetah": (
         "varibad_hyper.py's five initialisations on CheetahDir, 3M frames (the preset is 75M), seeds 73 20.",
-        [Entry("varibad_hyper", "CheetahDir", (73, 20), (*_init_flags(init), "--total-timesteps", "3000000"), f"{init}-3M")
-         for init in INITS],
+        [
+            Entry(
+                "varibad_hyper",
+                "CheetahDir",
+                (73, 20),
+                (*_init_flags(init), "--total-timesteps", "3000000"),
+                f"{init}-3M",
+            )
+            for init in INITS
+        ],
     ),
     "tmaze": (
         "rl2_hyper.py and varibad_hyper.py on TMaze, preset (1.5M frames), seeds 73 20 3; and rl2_hyper.py with the "
         "authors' zero GRU biases instead of the preset's chrono init (label zero-gru-bias), seed 73.",
-        [Entry("rl2_hyper", "TMaze", (73,), ("--encoder-gru-chrono", "0"), "zero-gru-bias"),
-         *(Entry(script, "TMaze", SEEDS) for script in ("rl2_hyper", "varibad_hyper"))],
+        [
+            Entry("rl2_hyper", "TMaze", (73,), ("--encoder-gru-chrono", "0"), "zero-gru-bias"),
+            *(Entry(script, "TMaze", SEEDS) for script in ("rl2_hyper", "varibad_hyper")),
+        ],
     ),
     "mujoco-short": (
         "varibad_hyper.py and rl2_hyper.py on the MuJoCo and Meta-World ML1 benchmarks, 2M frames, seeds 73 20.",
-        [Entry(script, env_id, (73, 20), ("--total-timesteps", "2000000"), "bias-2M")
-         for env_id in MUJOCO_SHORT_ENVS for script in ("varibad_hyper", "rl2_hyper")],
+        [
+            Entry(script, env_id, (73, 20), ("--total-timesteps", "2000000"), "bias-2M")
+            for env_id in MUJOCO_SHORT_ENVS
+            for script in ("varibad_hyper", "rl2_hyper")
+        ],
     ),
 }
 
@@ -140,7 +157,8 @@ def suite_runs(name, seeds=None):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Sweeps: the papers' grid, learning rate x seed per benchmark (METHOD.md E.2), for `wandb sweep` / `wandb agent`.
+# Sweeps: the papers' grid, learning rate x seed per benchmark (docs/method.md, Presets), for `wandb sweep` /
+# `wandb agent`.
 LEARNING_RATES = (3e-3, 1e-3, 3e-4, 1e-4, 3e-5)
 SWEEP_ENVS = {  # env id -> (learning rates, seeds, metric the sweep reports)
     "GridNavi": (LEARNING_RATES, SEEDS, "eval/return"),
@@ -153,7 +171,7 @@ SWEEP_ENVS = {  # env id -> (learning rates, seeds, metric the sweep reports)
     # the 2022 Pick-Place set: three learning rates, ten seeds
     "MetaWorldML1": ((3e-4, 1e-4, 3e-5), (73, 20, 3, 51, 19, 7, 36, 10, 68, 39), "eval/success"),
     "MetaWorldML10": (LEARNING_RATES, SEEDS, "eval/success"),
-    "TMaze": (LEARNING_RATES, SEEDS, "eval/return"),  # our stand-in for MC-LS (METHOD.md decision 10)
+    "TMaze": (LEARNING_RATES, SEEDS, "eval/return"),  # our stand-in for MC-LS (docs/environments.md, TMaze)
 }
 SWEEPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweeps")
 
@@ -167,7 +185,7 @@ def sweep_yaml(script, env_id):
     lrs, seeds, metric = SWEEP_ENVS[env_id]
     grid = len(lrs) * len(seeds)
     return f"""\
-# W&B sweep: {script}.py on {env_id}, learning rate x seed ({grid} runs; METHOD.md E.2). Written by
+# W&B sweep: {script}.py on {env_id}, learning rate x seed ({grid} runs; docs/method.md, Presets). Written by
 # `python benchmark/suites.py`. From the repository root, `wandb sweep benchmark/sweeps/{script}_{env_id}.yaml` prints
 # the sweep id; then `wandb agent ENTITY/hyper-meta-rl/SWEEP_ID` on every machine, one agent per run it has room for.
 # Each agent runs `python {script}.py --env-id {env_id} --track --learning_rate=X --seed=Y` with the preset's budget.
@@ -196,8 +214,11 @@ command:
 
 def sweep_files():
     """{path: text} of every sweep file: each script on each benchmark of SWEEP_ENVS."""
-    return {os.path.join(SWEEPS_DIR, f"{script}_{env_id}.yaml"): sweep_yaml(script, env_id)
-            for script in SCRIPTS for env_id in SWEEP_ENVS}
+    return {
+        os.path.join(SWEEPS_DIR, f"{script}_{env_id}.yaml"): sweep_yaml(script, env_id)
+        for script in SCRIPTS
+        for env_id in SWEEP_ENVS
+    }
 
 
 if __name__ == "__main__":

@@ -30,7 +30,15 @@ for _id, (_entry, _steps, _episodes, _kwargs) in _ENVS.items():
     if _id not in registry:
         register(id=_id, entry_point=_entry, max_episode_steps=_steps, kwargs=_kwargs)
 
-from envs.meta import MetaEpisodeWrapper, evaluation_tasks, make_env, make_vector_env, true_next_obs  # noqa: E402
+from envs.meta import (  # noqa: E402
+    MetaEpisodeWrapper,
+    action_vectors,
+    evaluation_tasks,
+    make_env,
+    make_vector_env,
+    run_meta_episodes,
+    true_next_obs,
+)
 
-__all__ = ["ENV_IDS", "EPISODES_PER_TASK", "MetaEpisodeWrapper", "evaluation_tasks", "make_env", "make_vector_env",
-           "true_next_obs"]  # fmt: skip
+__all__ = ["ENV_IDS", "EPISODES_PER_TASK", "MetaEpisodeWrapper", "action_vectors", "evaluation_tasks", "make_env",
+           "make_vector_env", "run_meta_episodes", "true_next_obs"]  # fmt: skip

@@ -1,7 +1,7 @@
 """GridNavi: the 5x5 grid world of VariBAD (Zintgraf et al. 2020) and its two variants from the 2023 paper.
 
-METHOD.md F.2 and BOUNDS.md. One episode lasts 15 steps (the registration's TimeLimit); the training scripts run
-4 episodes per task. The task is the goal cell, fixed for the whole meta-episode.
+docs/environments.md and docs/method.md, Grid-world reference returns. One episode lasts 15 steps (the registration's
+TimeLimit); the training scripts run 4 episodes per task. The task is the goal cell, fixed for the whole meta-episode.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class GridNavi(TaskEnvMixin, gym.Env):
         step (e.g. a noop) that ends on the start cell.
     * Never terminates; the registration truncates each episode after 15 steps.
     * Task: the goal (x, y) as a float array of shape (2,). ``sample_task`` draws one of the 21 goals; the
-      test split uses the same distribution (evaluate on all of ``GOALS`` for exact numbers, see BOUNDS.md).
+      test split uses the same distribution (evaluate on all of ``GOALS`` for exact numbers, see docs/method.md).
     """
 
     snapshot_by_pickle = True  # pure Python and numpy: a pickle holds the whole state
@@ -62,7 +62,7 @@ class GridNavi(TaskEnvMixin, gym.Env):
         return np.array(GOALS[rng.integers(len(GOALS))], dtype=np.float64)
 
     def all_tasks(self, split: str = "train") -> list[np.ndarray]:
-        """The finite task set: the 21 goals (evaluate on all of them for numbers comparable with BOUNDS.md)."""
+        """The finite task set: the 21 goals (evaluate on all of them to compare with docs/method.md's returns)."""
         check_split(split)
         return [np.array(goal, dtype=np.float64) for goal in GOALS]
 
@@ -105,7 +105,9 @@ class GridNavi(TaskEnvMixin, gym.Env):
         def paint(xy, colour, margin):
             row = NUM_CELLS - 1 - int(xy[1])  # y grows upwards, image rows downwards
             col = int(xy[0])
-            img[row * cell + margin : (row + 1) * cell - margin, col * cell + margin : (col + 1) * cell - margin] = colour
+            img[row * cell + margin : (row + 1) * cell - margin, col * cell + margin : (col + 1) * cell - margin] = (
+                colour
+            )
 
         paint(START, (200, 200, 200), 0)
         if self._task is not None:

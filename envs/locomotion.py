@@ -1,7 +1,7 @@
 """MuJoCo meta-RL locomotion benchmarks (VariBAD / hyper-network papers), built on gymnasium's v5 MuJoCo envs.
 
 Five task families, each a subclass of the matching gymnasium v5 environment with the papers' observation,
-reward and termination (METHOD.md section F.3; the quirks of decision 5 are kept on purpose):
+reward and termination (docs/environments.md; its quirks are kept on purpose):
 
 ======================  ==============  ======  ======  ================================================
 class (id)              base            obs     action  task (flat float64 array)

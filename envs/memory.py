@@ -1,4 +1,4 @@
-"""TMaze: a long-corridor memory task (METHOD.md F.5 and decision 10).
+"""TMaze: a long-corridor memory task (docs/environments.md, TMaze).
 
 Our stand-in for MC-LS, whose Minecraft images cannot be shipped. It follows the T-maze configuration of the
 authors' later SplAgger experiments (originally from AMRL, Beck et al. 2020): a 100-cell corridor that the agent
@@ -37,7 +37,9 @@ class TMaze(TaskEnvMixin, gym.Env):
 
     def __init__(self, length: int = 100, indicator_pos: int = 1, render_mode: str | None = None):
         if length < 2 or not 0 <= indicator_pos < length - 1:
-            raise ValueError(f"TMaze needs length >= 2 and 0 <= indicator_pos < length - 1, got {length}, {indicator_pos}")
+            raise ValueError(
+                f"TMaze needs length >= 2 and 0 <= indicator_pos < length - 1, got {length}, {indicator_pos}"
+            )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"TMaze supports render_mode 'rgb_array' only, got {render_mode!r}")
         self.length = length
@@ -102,7 +104,7 @@ class TMaze(TaskEnvMixin, gym.Env):
             col = self.indicator_pos * cell
             img[cell : 2 * cell, col : col + cell] = up_colour if self._task[0] > 0 else down_colour
         end = (self.length - 1) * cell
-        img[:cell, : end] = img[2 * cell :, : end] = 80  # walls beside the corridor; the arms stay open
+        img[:cell, :end] = img[2 * cell :, :end] = 80  # walls beside the corridor; the arms stay open
         row = cell if self._choice is None else (0 if self._choice > 0 else 2 * cell)
         col = self._pos * cell
         img[row : row + cell, col : col + cell] = (30, 60, 220)

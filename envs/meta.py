@@ -100,3 +100,42 @@ def true_next_obs(next_obs, infos):
         if key in infos:
             next_obs[infos[f"_{key}"]] = np.stack(infos[key][infos[f"_{key}"]])
     return next_obs
+
+
+def action_vectors(actions, action_space):
+    """Actions as a task encoder takes them: discrete ones one-hot, continuous ones as float32 (unclipped)."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return np.eye(action_space.n, dtype=np.float32)[actions]
+    return np.asarray(actions, dtype=np.float32)
+
+
+def run_meta_episodes(env_id, tasks, episodes_per_task, seed, policy, video_dir=None):
+    """The held-out evaluation protocol: one meta-episode of `episodes_per_task` episodes per task, side by side, env i
+    reset with `seed + i`. `policy(obs, previous)` returns the actions of all envs for their observations (n, ...);
+    `previous` is None at the first step, then every env's last transition as a task encoder takes it: (action vectors,
+    rewards, true next observations), as float32. Returns the return and the success flag (1 where the env reported a
+    success) of every task and episode (n, episodes), and the steps per task. `video_dir`: records the first task."""
+    n, k = len(tasks), episodes_per_task
+    eval_envs = [make_env(env_id, k, "test", "rgb_array" if video_dir else None)() for _ in tasks]
+    if video_dir:
+        eval_envs[0] = gym.wrappers.RecordVideo(eval_envs[0], video_dir, lambda _: True, disable_logger=True)
+    returns, successes, steps = np.zeros((n, k)), np.zeros((n, k)), np.zeros(n, dtype=np.int64)
+    obs = np.stack([eval_envs[i].reset(seed=seed + i, options={"task": tasks[i]})[0] for i in range(n)])
+    episode, active, previous = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool), None
+    while active.any():
+        actions = policy(obs, previous)
+        next_obs, rewards, true_next = obs.copy(), np.zeros(n, dtype=np.float32), obs.copy()
+        for i in np.flatnonzero(active):
+            next_obs[i], rewards[i], terminated, truncated, info = eval_envs[i].step(actions[i])
+            true_next[i] = info.get("inner_final_obs", next_obs[i])
+            returns[i, episode[i]] += rewards[i]
+            successes[i, episode[i]] = max(successes[i, episode[i]], float(info.get("success", 0.0)))
+            episode[i] += terminated or truncated or "inner_final_obs" in info
+            steps[i], active[i] = steps[i] + 1, not (terminated or truncated)
+        obs, previous = (
+            next_obs,
+            (action_vectors(actions, eval_envs[0].action_space), rewards, true_next.astype(np.float32)),
+        )
+    for env in eval_envs:
+        env.close()
+    return returns, successes, steps

@@ -327,8 +327,9 @@ class MetaWorldML1Env(_MetaWorldEnv):
     Version: the papers used ``pick-place-v2``; the `metaworld` package ships only v3 (see the module docstring).
     """
 
-    def __init__(self, task_name: str = "pick-place-v3", render_mode: str | None = None, width: int = 480,
-                 height: int = 480):
+    def __init__(
+        self, task_name: str = "pick-place-v3", render_mode: str | None = None, width: int = 480, height: int = 480
+    ):
         valid = ml1_task_names()
         if task_name not in valid:
             raise ValueError(f"MetaWorldML1Env: unknown Meta-World task {task_name!r}; valid names: {', '.join(valid)}")

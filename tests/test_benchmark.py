@@ -23,8 +23,24 @@ import run as runner  # noqa: E402
 import speed  # noqa: E402
 import suites  # noqa: E402
 
-TINY = ["--num-envs", "2", "--num-steps", "60", "--num-minibatches", "2", "--total-timesteps", "240",
-        "--precollect-frames", "0", "--num-eval-tasks", "2", "--eval-every", "1", "--vae-batch-num-trajs", "2"]
+TINY = [
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "60",
+    "--num-minibatches",
+    "2",
+    "--total-timesteps",
+    "240",
+    "--precollect-frames",
+    "0",
+    "--num-eval-tasks",
+    "2",
+    "--eval-every",
+    "1",
+    "--vae-batch-num-trajs",
+    "2",
+]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -39,16 +55,26 @@ def test_suites_give_the_documented_keys_and_share_runs():
     cheetah = suites.suite_runs("init-cheetah")
     assert len(cheetah) == 10 and {r.seed for r in cheetah} == {73, 20}  # 5 inits x 2 seeds
     assert all(suites.flag_value(r.flags, "total-timesteps") == "3000000" for r in cheetah)
-    assert {r.key for r in suites.suite_runs("tmaze")} >= {"rl2_hyper__TMaze__bias__s3", "varibad_hyper__TMaze__bias__s73"}
+    assert {r.key for r in suites.suite_runs("tmaze")} >= {
+        "rl2_hyper__TMaze__bias__s3",
+        "varibad_hyper__TMaze__bias__s73",
+    }
     assert len(suites.suite_runs("mujoco-short")) == 20
     assert [r.seed for r in suites.suite_runs("gridnavi", seeds=[5])] == [5, 5, 5, 5]
     assert suites.default_label("rl2_hyper", ["--hyper_init=hfi"]) == "hfi"
     assert suites.default_label("rl2_standard", ["--hyper-init", "hfi"]) == "preset"
-    assert suites.without_flag(["--hyper-init", "hfi", "--seed", "1", "--hyper_init=x"], "hyper-init") == ["--seed", "1"]
+    assert suites.without_flag(["--hyper-init", "hfi", "--seed", "1", "--hyper_init=x"], "hyper-init") == [
+        "--seed",
+        "1",
+    ]
     assert suites.parse_key("varibad_hyper__GridNavi__bias-2M__s20") == ("varibad_hyper", "GridNavi", "bias-2M", 20)
     with pytest.raises(ValueError, match="distinct labels"):
-        suites.expand([suites.Entry("varibad_hyper", "GridNavi", (1,)),
-                       suites.Entry("varibad_hyper", "GridNavi", (1,), ("--learning-rate", "1e-3"))])
+        suites.expand(
+            [
+                suites.Entry("varibad_hyper", "GridNavi", (1,)),
+                suites.Entry("varibad_hyper", "GridNavi", (1,), ("--learning-rate", "1e-3")),
+            ]
+        )
     with pytest.raises(ValueError, match="unknown script"):
         suites.expand([suites.Entry("ppo", "GridNavi", (1,))])
 
@@ -56,16 +82,34 @@ def test_suites_give_the_documented_keys_and_share_runs():
 # --------------------------------------------------------------------------------------------------------------------
 # runner
 def run_runner(tmp_path, *flags):
-    cmd = [sys.executable, os.path.join(ROOT, "benchmark", "run.py"), "--results-dir", str(tmp_path / "results"),
-           "--work-dir", str(tmp_path / "work"), *flags]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "benchmark", "run.py"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        *flags,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
 
 def test_runner_runs_skips_collects_and_resumes(tmp_path):
-    adhoc = ["--scripts", "varibad_standard", "--env-ids", "GridNavi", "--seeds", "73", "20", "--label", "tiny",
-             "--jobs", "2"]
+    adhoc = [
+        "--scripts",
+        "varibad_standard",
+        "--env-ids",
+        "GridNavi",
+        "--seeds",
+        "73",
+        "20",
+        "--label",
+        "tiny",
+        "--jobs",
+        "2",
+    ]
     keys = ["varibad_standard__GridNavi__tiny__s73", "varibad_standard__GridNavi__tiny__s20"]
     results, work = tmp_path / "results" / "runs", tmp_path / "work"
     assert run_runner(tmp_path, *adhoc, "--dry-run", "--", *TINY).count("todo ") == 2
@@ -102,7 +146,9 @@ def test_runner_runs_skips_collects_and_resumes(tmp_path):
     assert f"{keys[0]}: resumed from runs/{run_dir.name}/checkpoint.pt" in out and f"{keys[1]}: done, skipped" in out
     assert "resuming" in (work / keys[0] / "stdout.log").read_text()
     assert json.loads((results / keys[0] / "eval.json").read_text())["global_step"] == 240
-    launches = [line for line in (results / keys[0] / "command.txt").read_text().splitlines() if not line.startswith("#")]
+    launches = [
+        line for line in (results / keys[0] / "command.txt").read_text().splitlines() if not line.startswith("#")
+    ]
     assert len(launches) == 2 and "--resume" not in launches[0]
     assert launches[1].endswith(f"--resume runs/{run_dir.name}/checkpoint.pt")
 
@@ -110,8 +156,9 @@ def test_runner_runs_skips_collects_and_resumes(tmp_path):
 def test_runner_wants_a_label_for_flags_that_change_a_run():
     with pytest.raises(SystemExit):
         runner.parse_args(["--scripts", "rl2_hyper", "--env-ids", "GridNavi", "--", "--learning-rate", "1e-3"])
-    assert runner.parse_args(["--scripts", "rl2_hyper", "--env-ids", "GridNavi", "--", "--hyper-init", "hfi"]).extra == [
-        "--hyper-init", "hfi"]
+    assert runner.parse_args(
+        ["--scripts", "rl2_hyper", "--env-ids", "GridNavi", "--", "--hyper-init", "hfi"]
+    ).extra == ["--hyper-init", "hfi"]
     with pytest.raises(SystemExit):
         runner.parse_args(["--suite", "gridnavi", "--label", "x"])
 
@@ -135,11 +182,15 @@ def test_runner_sees_runs_in_progress(tmp_path):
 
 
 def test_stop_sends_sigint_first_then_kills(tmp_path):
-    code = ("import signal, sys, time\n"
-            "def handler(*_):\n    open(sys.argv[1], 'w').write('checkpointed'); sys.exit(0)\n"
-            "signal.signal(signal.SIGINT, handler)\nprint('ready', flush=True)\ntime.sleep(60)\n")
-    stubborn = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                "print('ready', flush=True)\ntime.sleep(60)\n")
+    code = (
+        "import signal, sys, time\n"
+        "def handler(*_):\n    open(sys.argv[1], 'w').write('checkpointed'); sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, handler)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    stubborn = (
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
     popen = dict(start_new_session=True, stdout=subprocess.PIPE, text=True)  # as the runner starts its children
     polite = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "flag")], **popen)
     deaf = subprocess.Popen([sys.executable, "-c", stubborn], **popen)
@@ -173,14 +224,22 @@ def curve_rows(steps, values, t0, seconds_per_step):
 
 
 def grid_result(per_episode, frames=9600):
-    return {"env_id": "GridNavi", "global_step": frames, "return": float(sum(per_episode)),
-            "return_per_episode": per_episode, "returns": [per_episode], "successes": [[0.0] * len(per_episode)]}
+    return {
+        "env_id": "GridNavi",
+        "global_step": frames,
+        "return": float(sum(per_episode)),
+        "return_per_episode": per_episode,
+        "returns": [per_episode],
+        "successes": [[0.0] * len(per_episode)],
+    }
 
 
 def test_read_metrics_keeps_the_resumed_rows_and_hours_skip_the_pause(tmp_path):
     steps = np.arange(1, 11) * 960
     rows = curve_rows(steps, np.zeros(10), 1000.0, 0.01)  # 9.6 s per iteration
-    rows += curve_rows(steps[7:], np.ones(3), 1000.0 + 50_000, 0.01)  # stopped after step 10, resumed from 7's checkpoint
+    rows += curve_rows(
+        steps[7:], np.ones(3), 1000.0 + 50_000, 0.01
+    )  # stopped after step 10, resumed from 7's checkpoint
     write_run(tmp_path / "r", rows, grid_result([0.0] * 4))
     metrics = plot.read_metrics(tmp_path / "r" / "metrics.csv")
     np.testing.assert_array_equal(metrics["eval/return"][0], steps)
@@ -215,13 +274,24 @@ def test_plot_draws_every_suite_and_tabulates_mean_and_std(tmp_path):
         write_run(runs / f"varibad_hyper__GridNavi__bias__s{seed}", rows, grid_result(per_episode))
     rows = curve_rows([960, 1920], [1.0, 2.0], 0.0, 0.001)
     write_run(runs / "rl2_hyper__GridNavi__lr1e-3__s73", rows, grid_result([1.0, 2, 3, 4]))
-    ml1 = {"env_id": "MetaWorldML1", "global_step": 4800, "return": 300.0, "return_per_episode": [100.0, 200.0],
-           "returns": [[100.0, 200.0]] * 4, "successes": [[1, 0], [0, 0], [0, 1], [1, 1]]}
+    ml1 = {
+        "env_id": "MetaWorldML1",
+        "global_step": 4800,
+        "return": 300.0,
+        "return_per_episode": [100.0, 200.0],
+        "returns": [[100.0, 200.0]] * 4,
+        "successes": [[1, 0], [0, 0], [0, 1], [1, 1]],
+    }
     write_run(runs / "varibad_hyper__MetaWorldML1__bias-2M__s73", [(4800, "4.8", "eval/success", 0.75)], ml1)
     (runs / "varibad_hyper__GridNavi__bias__s5").mkdir()  # unfinished (no eval.json): ignored
 
     plot.main(["--results-dir", str(tmp_path)])
-    assert sorted(os.listdir(tmp_path / "plots")) == ["gridnavi.png", "init-gridnavi.png", "mujoco-short.png", "other.png"]
+    assert sorted(os.listdir(tmp_path / "plots")) == [
+        "gridnavi.png",
+        "init-gridnavi.png",
+        "mujoco-short.png",
+        "other.png",
+    ]
     assert all((tmp_path / "plots" / name).stat().st_size > 10_000 for name in os.listdir(tmp_path / "plots"))
     tables = (tmp_path / "tables.md").read_text()
     row = next(line for line in tables.splitlines() if line.startswith("| `varibad_hyper.py` | GridNavi | bias |"))
@@ -233,13 +303,20 @@ def test_plot_draws_every_suite_and_tabulates_mean_and_std(tmp_path):
     assert "## other" in tables and "| `rl2_hyper.py` | GridNavi | lr1e-3 | 1 (73) |" in tables
     assert "## tmaze" not in tables
     ml1_run = plot.load_runs(str(tmp_path))["varibad_hyper__MetaWorldML1__bias-2M__s73"]
-    assert list(ml1_run["steps"]) == [4800] and list(ml1_run["values"]) == [0.75]  # Meta-World's curves: the success rate
+    assert list(ml1_run["steps"]) == [4800] and list(ml1_run["values"]) == [
+        0.75
+    ]  # Meta-World's curves: the success rate
 
 
 def test_table_has_no_episode_columns_for_one_episode_meta_episodes():
-    cheetah = [{"env_id": "CheetahDir", "seed": seed, "eval": {"global_step": 9600, "return": ret,
-                                                               "return_per_episode": [ret]}}
-               for seed, ret in ((73, 500.0), (20, 700.0))]
+    cheetah = [
+        {
+            "env_id": "CheetahDir",
+            "seed": seed,
+            "eval": {"global_step": 9600, "return": ret, "return_per_episode": [ret]},
+        }
+        for seed, ret in ((73, 500.0), (20, 700.0))
+    ]
     lines = plot.markdown_table({("varibad_hyper", "CheetahDir", "bias-3M"): cheetah}).splitlines()
     assert lines[0] == "| script | env id | label | seeds | frames | return |"
     assert lines[2] == "| `varibad_hyper.py` | CheetahDir | bias-3M | 2 (73 20) | 9,600 | 600.00 ± 100.00 |"
@@ -276,7 +353,9 @@ def test_sweep_files_are_current_and_every_grid_point_parses():
     for script in suites.SCRIPTS:
         module = importlib.import_module(script)
         for env_id, (lrs, seeds, metric) in suites.SWEEP_ENVS.items():
-            config = utils.load_sweep_config(os.path.join(suites.SWEEPS_DIR, f"{script}_{env_id}.yaml"))  # as `wandb sweep`
+            config = utils.load_sweep_config(
+                os.path.join(suites.SWEEPS_DIR, f"{script}_{env_id}.yaml")
+            )  # as `wandb sweep`
             assert config["program"] == f"{script}.py" and config["method"] == "grid"
             assert config["metric"] == {"name": metric, "goal": "maximize"}
             params = config["parameters"]
@@ -286,9 +365,14 @@ def test_sweep_files_are_current_and_every_grid_point_parses():
                 for seed in seeds:
                     argv = agent_argv(config, {"learning_rate": lr, "seed": seed})
                     assert argv[:3] == ["/usr/bin/env", "python", f"{script}.py"]
-                    args = module.parse_args(argv[3:])
+                    args = module.parse_args(argv[3:])[0]
                     assert (args.env_id, args.learning_rate, args.seed, args.track, args.total_timesteps) == (
-                        env_id, lr, seed, True, budget)
+                        env_id,
+                        lr,
+                        seed,
+                        True,
+                        budget,
+                    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -298,8 +382,22 @@ def test_speed_table_and_a_tiny_measurement(tmp_path):
     assert row["ratio"] == 0.01
     line = speed.markdown_table([row]).splitlines()[-1]
     assert line == "| `varibad_hyper.py` | GridNavi | 960 | 500 | 50,000 | 0.010 | 512 MiB | 500 |"
-    rows = speed.main(["--scripts", "varibad_standard", "--env-ids", "GridNavi", "--iterations", "1", "--threads", "1",
-                       "--repeat", "2", "--out", str(tmp_path / "speed")])
+    rows = speed.main(
+        [
+            "--scripts",
+            "varibad_standard",
+            "--env-ids",
+            "GridNavi",
+            "--iterations",
+            "1",
+            "--threads",
+            "1",
+            "--repeat",
+            "2",
+            "--out",
+            str(tmp_path / "speed"),
+        ]
+    )
     (row,) = rows
     assert len(row["train_fps_draws"]) == 2 and row["train_fps"] == pytest.approx(sum(row["train_fps_draws"]) / 2)
     assert row["frames"] == 960 and row["train_fps"] > 0 and row["env_fps"] > row["train_fps"] and row["peak_mib"] > 50
@@ -326,17 +424,34 @@ def test_baselines_on_the_scripts_evaluation_tasks(tmp_path):
     assert returns.shape == (3, 4) and list(steps) == [60, 60, 60]
     with pytest.raises(ValueError, match="continuous action space"):
         baselines.policy_returns("GridNavi", "zero", num_tasks=1)
-    rows = baselines.main(["--env-ids", "GridNavi", "CheetahDir", "--num-tasks", "2", "--out",
-                           str(tmp_path / "baselines.json")])
-    assert [(r["env_id"], r["policy"]) for r in rows] == [("GridNavi", "random"), ("CheetahDir", "zero"),
-                                                          ("CheetahDir", "random")]
+    rows = baselines.main(
+        ["--env-ids", "GridNavi", "CheetahDir", "--num-tasks", "2", "--out", str(tmp_path / "baselines.json")]
+    )
+    assert [(r["env_id"], r["policy"]) for r in rows] == [
+        ("GridNavi", "random"),
+        ("CheetahDir", "zero"),
+        ("CheetahDir", "random"),
+    ]
     assert json.loads((tmp_path / "baselines.json").read_text()) == rows
-    # plot.py draws them: CheetahDir's two lines (the return, to 2 decimals); GridNavi keeps BOUNDS.md's exact ones
+    # plot.py draws them: CheetahDir's two lines (the return, to 2 decimals); GridNavi keeps its exact ones
     lines = plot.reference_lines(str(tmp_path))
     assert lines["GridNavi"] == plot.BOUNDS["GridNavi"] and lines["TMaze"] == plot.BOUNDS["TMaze"]
-    assert lines["CheetahDir"] == {"zero actions": (round(rows[1]["return"], 2), tuple(rows[1]["return_per_episode"])),
-                                   "uniform random": (round(rows[2]["return"], 2), tuple(rows[2]["return_per_episode"]))}
+    assert lines["CheetahDir"] == {
+        "zero actions": (round(rows[1]["return"], 2), tuple(rows[1]["return_per_episode"])),
+        "uniform random": (round(rows[2]["return"], 2), tuple(rows[2]["return_per_episode"])),
+    }
     # on Meta-World the curves show the success rate, so the line is the policy's success rate
-    (tmp_path / "baselines.json").write_text(json.dumps([{"env_id": "MetaWorldML1", "policy": "zero", "return": 14.4,
-                                                          "return_per_episode": [7.0, 7.4], "success": 0.1}]))
+    (tmp_path / "baselines.json").write_text(
+        json.dumps(
+            [
+                {
+                    "env_id": "MetaWorldML1",
+                    "policy": "zero",
+                    "return": 14.4,
+                    "return_per_episode": [7.0, 7.4],
+                    "success": 0.1,
+                }
+            ]
+        )
+    )
     assert plot.reference_lines(str(tmp_path))["MetaWorldML1"] == {"zero actions": (0.1, (7.0, 7.4))}

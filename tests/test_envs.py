@@ -142,7 +142,8 @@ def test_fresh_envs_draw_their_first_task_from_their_seed():
 
 
 @pytest.mark.parametrize(
-    "env_id", [pytest.param(i, marks=[] if i.startswith(("Grid", "TMaze")) else [pytest.mark.needs_opengl]) for i in EXPECTED]
+    "env_id",
+    [pytest.param(i, marks=[] if i.startswith(("Grid", "TMaze")) else [pytest.mark.needs_opengl]) for i in EXPECTED],
 )
 def test_renders_an_rgb_frame(env_id):
     env = make(env_id, render_mode="rgb_array")

@@ -1,4 +1,5 @@
-"""GridNavi, GridNaviDense and GridNaviShow against their definitions (METHOD.md F.2, BOUNDS.md)."""
+"""GridNavi, GridNaviDense and GridNaviShow against their definitions (docs/environments.md) and exact returns
+(docs/method.md, Grid-world reference returns)."""
 
 import itertools
 
@@ -56,7 +57,7 @@ def test_sparse_rewards_walls_and_horizon():
 
 
 def test_best_known_goal_return_matches_bounds():
-    """A goal at Manhattan distance d earns 16 - d - 0.1 (d - 1) in an episode when known (BOUNDS.md)."""
+    """A goal at Manhattan distance d earns 16 - d - 0.1 (d - 1) in an episode when known (docs/method.md)."""
     env = gym.make("GridNavi")
     returns = []
     for goal in GOALS:
@@ -67,7 +68,7 @@ def test_best_known_goal_return_matches_bounds():
         d = goal[0] + goal[1]
         assert sum(rewards) == pytest.approx(16 - d - 0.1 * (d - 1))
         returns.append(sum(rewards))
-    assert np.mean(returns) == pytest.approx(11.071, abs=1e-3)  # the oracle's episode value in BOUNDS.md
+    assert np.mean(returns) == pytest.approx(11.071, abs=1e-3)  # the oracle's episode value (docs/method.md)
 
 
 def test_dense_reward_is_scaled_manhattan_distance():

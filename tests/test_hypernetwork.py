@@ -1,4 +1,4 @@
-"""The hypernetwork policy of varibad_hyper.py: its initialisation schemes (METHOD.md B.1-B.4, B.7), the batched
+"""The hypernetwork policy of varibad_hyper.py: its initialisation schemes (docs/method.md), the batched
 application, the gradient path to the heads, and how far varibad_hyper.py may drift from varibad_standard.py."""
 
 import difflib
@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import envs
 import rl2_hyper as rh
 import varibad_hyper as vh
 import varibad_standard as vs
@@ -22,7 +23,7 @@ def make_agent(env_id, module=vh, **overrides):
     args = module.apply_preset(module.Args(env_id=env_id))
     for k, v in overrides.items():
         setattr(args, k, v)
-    env = module.make_env(env_id, args.episodes_per_task)()
+    env = envs.make_env(env_id, args.episodes_per_task)()
     return module.Agent(env.observation_space, env.action_space, args), args
 
 
@@ -53,13 +54,13 @@ def test_bias_hyperinit_generates_one_standard_policy_for_every_latent(env_id):
             elif head == "continuous":  # the standard Gaussian mean head: normc, gain 1
                 assert torch.allclose(W0.norm(dim=1), torch.ones(W0.shape[0]), atol=1e-5)
                 assert torch.all(b0 == 0)
-            else:  # the standard critic head: PyTorch's default Linear(128, 1) init (decision 1)
+            else:  # the standard critic head: PyTorch's default Linear(128, 1) init
                 bound = 1 / math.sqrt(128)
                 assert W0.abs().max() <= bound and b0.abs().max() <= bound and W0.std() > bound / 3
     # so the policy and the value do not depend on the latent at step 0
     other = latent[torch.randperm(len(latent))] * 5 + 1
-    d1 = agent.get_action_and_value(obs, latent, deterministic=True)
-    d2 = agent.get_action_and_value(obs, other, deterministic=True)
+    d1 = (agent.act(agent.features(obs, latent), deterministic=True)[0], agent.get_value(obs, latent))
+    d2 = (agent.act(agent.features(obs, other), deterministic=True)[0], agent.get_value(obs, other))
     for x, y in zip(d1, d2):
         assert torch.allclose(x.float(), y.float(), atol=1e-6)
 
@@ -76,8 +77,9 @@ def test_bias_hyperinit_base_net_is_distributed_like_the_standard_one():
 
 
 def head_stats(init, n_latents=256, seeds=range(8)):
-    """METHOD.md B.7's simulation: layer 1 (256 -> 256) of the base net; e = tanh(Linear(10 -> 25)(z)), z ~ N(0, I),
-    base input x = tanh(Linear(20 -> 256)(s)), s ~ N(0, I); default Linear inits; averaged over `seeds`."""
+    """The simulation of docs/method.md, Numeric check of the initialisations: layer 1 (256 -> 256) of the base net;
+    e = tanh(Linear(10 -> 25)(z)), z ~ N(0, I), base input x = tanh(Linear(20 -> 256)(s)), s ~ N(0, I); default Linear
+    inits; averaged over `seeds`."""
     rows = []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -92,9 +94,13 @@ def head_stats(init, n_latents=256, seeds=range(8)):
 
 
 # B.7: generated-weight std, generated-bias std, pre-activation std, fraction of |tanh| > 0.95, std across latents
-B7 = {"bias": [0.104, 0, 0.77, 0.02, 0], "weight": [0.255, 0, 1.88, 0.31, 0.23],
-      "naive": [0.818, 0.83, 6.08, 0.75, 0.75], "hfi": [0.036, 0.57, 0.64, 0.005, 0.03],
-      "kaiming": [0.816, 0.83, 6.05, 0.75, 0.75]}
+B7 = {
+    "bias": [0.104, 0, 0.77, 0.02, 0],
+    "weight": [0.255, 0, 1.88, 0.31, 0.23],
+    "naive": [0.818, 0.83, 6.08, 0.75, 0.75],
+    "hfi": [0.036, 0.57, 0.64, 0.005, 0.03],
+    "kaiming": [0.816, 0.83, 6.05, 0.75, 0.75],
+}
 
 
 @pytest.mark.parametrize("init", B7)
@@ -131,7 +137,7 @@ def test_batched_application_equals_a_per_sample_loop(init):
             h = F.linear(h, W, b)
             h = torch.tanh(h) if layer < 2 else h
         assert torch.allclose(batched[i], h, atol=1e-10)
-    # and in float32 to the tolerance of METHOD.md J.3
+    # and in float32 to float32's tolerance
     net32 = net.float()
     out32 = net32((x.float(), e.float()))
     assert torch.allclose(out32, batched.float(), atol=1e-5, rtol=1e-4)
@@ -149,8 +155,8 @@ def test_after_one_gradient_step_the_policy_depends_on_the_latent():
         for head in [*net.weight_heads, *net.bias_heads]:
             assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0  # dL/dA = (dL/dtheta) e^T
     torch.optim.Adam(agent.parameters(), lr=1e-3).step()
-    mean1 = agent.get_action_and_value(obs, latent, deterministic=True)[0]
-    mean2 = agent.get_action_and_value(obs, latent.flip(0), deterministic=True)[0]
+    mean1 = agent.act(agent.features(obs, latent), deterministic=True)[0]
+    mean2 = agent.act(agent.features(obs, latent.flip(0)), deterministic=True)[0]
     value1, value2 = agent.get_value(obs, latent), agent.get_value(obs, latent.flip(0))
     assert (mean1 - mean2).abs().max() > 1e-4 and (value1 - value2).abs().max() > 1e-4
 
@@ -194,14 +200,16 @@ def test_kaiming_init_is_pytorch_kaiming_uniform_over_the_head_inputs(module):
         assert head.weight.abs().max() > 0.95 * bound and abs(head.weight.std() / (bound / math.sqrt(3)) - 1) < 0.1
 
 
-@pytest.mark.parametrize("standard, hyper", [("varibad_standard.py", "varibad_hyper.py"), ("rl2_standard.py", "rl2_hyper.py")])
+@pytest.mark.parametrize(
+    "standard, hyper", [("varibad_standard.py", "varibad_hyper.py"), ("rl2_standard.py", "rl2_hyper.py")]
+)
 def test_the_two_files_differ_only_in_the_policy(standard, hyper):
     """At most 150 changed lines, all of them in the header docstring and imports, the Args, or the policy section."""
     lines = {name: open(os.path.join(ROOT, name)).read().splitlines() for name in (standard, hyper)}
     std, hyp = lines[standard], lines[hyper]
     allowed = {}
     for name, text in lines.items():
-        args_end = text.index("# TRY NOT TO MODIFY: environments")
+        args_end = text.index("# TRY NOT TO MODIFY: command line, presets and resume")
         policy = (text.index("# ALGO LOGIC: the policy"), text.index("# ALGO LOGIC: PPO's advantages"))
         allowed[name] = lambda i, a=args_end, p=policy: i < a or p[0] < i < p[1]
     changed = 0

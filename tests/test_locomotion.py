@@ -1,4 +1,4 @@
-"""Numerical checks of the MuJoCo locomotion definitions in envs/locomotion.py (METHOD.md section F.3).
+"""Numerical checks of the MuJoCo locomotion definitions in envs/locomotion.py (docs/environments.md).
 
 The generic contract (check_env, task kept across resets, set/get round trip, seed determinism) is covered for
 every id by test_envs.py; here each env's observation, reward, termination and task distribution is recomputed

@@ -1,4 +1,4 @@
-"""TMaze against its definition (METHOD.md F.5)."""
+"""TMaze against its definition (docs/environments.md, TMaze)."""
 
 import importlib
 
@@ -38,8 +38,14 @@ def test_indicator_only_on_cell_one_and_forced_progress(indicator):
 
 def test_decision_rewards_and_forced_choice():
     env = gym.make("TMaze")
-    for task, action, expected in [([1], UP, 4.0), ([1], DOWN, -3.0), ([-1], DOWN, 4.0), ([-1], UP, -3.0),
-                                   ([1], LEFT, 4.0), ([-1], RIGHT, 4.0)]:  # left = up, right = down at the end
+    for task, action, expected in [
+        ([1], UP, 4.0),
+        ([1], DOWN, -3.0),
+        ([-1], DOWN, 4.0),
+        ([-1], UP, -3.0),
+        ([1], LEFT, 4.0),
+        ([-1], RIGHT, 4.0),
+    ]:  # left = up, right = down at the end
         env.reset(options={"task": task})
         _, rewards, _ = run_episode(env, action)
         assert rewards[-1] == expected
@@ -66,7 +72,7 @@ def corridor_gradient(module, chrono):
     """|d latent at the decision / d first observation| for the script's encoder at initialisation, on one real
     TMaze episode: how much of the indicator's gradient survives the 98-step corridor."""
     torch.manual_seed(0)
-    args = module.parse_args(["--env-id", "TMaze", "--encoder-gru-chrono", str(chrono)])
+    args = module.parse_args(["--env-id", "TMaze", "--encoder-gru-chrono", str(chrono)])[0]
     env = gym.make("TMaze")
     env.reset(seed=0, options={"task": [1.0]})
     observations, rewards, _ = run_episode(env, UP)
@@ -87,8 +93,8 @@ def test_chrono_init_lets_the_indicator_gradient_cross_the_corridor(name):
     0, the authors' init). With zero biases the indicator's gradient vanishes (~1e-20 across 98 steps), so no
     amount of PPO can teach RL2 the task; with the chrono init it is within a few hundred times the last step's."""
     module = importlib.import_module(name)
-    args = module.parse_args(["--env-id", "TMaze"])
-    assert args.encoder_gru_chrono == 100 and module.parse_args(["--env-id", "GridNavi"]).encoder_gru_chrono == 0
+    args = module.parse_args(["--env-id", "TMaze"])[0]
+    assert args.encoder_gru_chrono == 100 and module.parse_args(["--env-id", "GridNavi"])[0].encoder_gru_chrono == 0
     H = args.encoder_gru_hidden_size
     gru = module.Encoder(5, 4, args).gru
     z_bias = gru.bias_hh_l0[H : 2 * H].detach()

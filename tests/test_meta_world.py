@@ -26,8 +26,16 @@ from envs.meta_world import (
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ML10_TRAIN = {
-    "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
-    "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3",
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "sweep-v3",
+    "basketball-v3",
 }
 ML10_TEST = {"drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"}
 
@@ -58,7 +66,10 @@ print(_digest(_benchmark("ML1", "pick-place-v3")), _digest(_benchmark("ML10")))
 def other_process():
     """Builds the benchmarks in a fresh interpreter, in the background while the other tests run."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SUBPROCESS_CODE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", _SUBPROCESS_CODE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=REPO,
     )
     yield proc

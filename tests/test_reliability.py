@@ -2,7 +2,9 @@
 determinism, checkpoint checks and wandb failures. Subprocess tests with tiny budgets; signals are sent from here."""
 
 import csv
+import dataclasses
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -22,15 +24,30 @@ MODULES = [varibad_standard, varibad_hyper, rl2_standard, rl2_hyper]
 SCRIPTS = [os.path.basename(m.__file__) for m in MODULES]
 # 2 envs x 25 steps: iterations end in the middle of GridNavi's 60-step meta-episodes, so a resume must restore
 # unfinished meta-episodes (VariBAD's running trajectories, RL2's hidden state), not only the networks.
-TINY = ["--env-id", "GridNavi", "--num-envs", "2", "--num-steps", "25", "--num-minibatches", "2",
-        "--precollect-frames", "100", "--num-eval-tasks", "2", "--eval-every", "4"]
+TINY = [
+    "--env-id",
+    "GridNavi",
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "25",
+    "--num-minibatches",
+    "2",
+    "--precollect-frames",
+    "100",
+    "--num-eval-tasks",
+    "2",
+    "--eval-every",
+    "4",
+]
 
 
 def run(script, args, cwd, env=None, **kwargs):
     """Runs a script in `cwd`; `env` adds variables (None: removes one)."""
     env = {k: v for k, v in {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}.items() if v is not None}
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs
+    )
 
 
 def metrics(run_dir):
@@ -47,8 +64,14 @@ def only_run(cwd):
 def interrupt(script, args, cwd, signum, after_rows=20):
     """Starts a run and sends `signum` once its metrics.csv has `after_rows` rows (a few iterations)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, script), *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         paths = glob.glob(os.path.join(cwd, "runs", "*", "metrics.csv"))
@@ -100,7 +123,8 @@ def test_bad_input_exits_before_anything_starts(script, tmp_path):
     result = run(script, ["--env-id", "GridNavi", "--num-minibatches", "7"], tmp_path)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "error: --num-minibatches 7 does not divide the rollout of --num-envs 16 x --num-steps 60 = 960 frames"]
+        "error: --num-minibatches 7 does not divide the rollout of --num-envs 16 x --num-steps 60 = 960 frames"
+    ]
     assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "runs")
 
 
@@ -110,11 +134,19 @@ def test_bad_checkpoints_are_refused(tmp_path, finished_runs):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     ckpt = os.path.join(finished_runs["varibad_hyper.py"], "checkpoint.pt")
     cases = [
-        ("varibad_hyper.py", ["--resume", str(tmp_path / "missing.pt")], "does not exist"),
+        ("varibad_hyper.py", ["--resume", str(tmp_path / "missing.pt")], "is not a readable checkpoint (FileNotFound"),
         ("varibad_hyper.py", ["--eval-checkpoint", str(not_a_checkpoint)], "is not a readable checkpoint"),
-        ("varibad_hyper.py", ["--resume", str(tmp_path / "foreign.pt")], "is not a checkpoint of this repository's scripts"),
-        ("rl2_hyper.py", ["--resume", ckpt], "was written by varibad_hyper.py, not rl2_hyper.py"),
-        ("varibad_hyper.py", ["--env-id", "TMaze", "--resume", ckpt], "is a checkpoint for GridNavi, not --env-id TMaze"),
+        (
+            "varibad_hyper.py",
+            ["--resume", str(tmp_path / "foreign.pt")],
+            "is not a checkpoint of this repository's scripts",
+        ),
+        ("rl2_hyper.py", ["--resume", ckpt], "of varibad_hyper.py for GridNavi, not of rl2_hyper.py for --env-id Grid"),
+        (
+            "varibad_hyper.py",
+            ["--env-id", "TMaze", "--resume", ckpt],
+            "for GridNavi, not of varibad_hyper.py for --env-id TMaze",
+        ),
         ("varibad_hyper.py", ["--resume", ckpt, "--latent-dim", "7"], "--latent-dim 7 differs from the checkpoint's 5"),
     ]
     for script, argv, message in cases:
@@ -127,6 +159,7 @@ def test_bad_checkpoints_are_refused(tmp_path, finished_runs):
 
 
 # -- determinism, signals, exact resume -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def finished_runs(tmp_path_factory):
@@ -147,15 +180,25 @@ def test_same_seed_same_metrics(script, tmp_path, finished_runs):
     assert metrics(only_run(tmp_path)) == metrics(finished_runs[script])
 
 
-@pytest.mark.parametrize("script,signum", [("varibad_standard.py", signal.SIGINT), ("varibad_hyper.py", signal.SIGTERM),
-                                           ("rl2_standard.py", signal.SIGTERM), ("rl2_hyper.py", signal.SIGINT)])
+@pytest.mark.parametrize(
+    "script,signum",
+    [
+        ("varibad_standard.py", signal.SIGINT),
+        ("varibad_hyper.py", signal.SIGTERM),
+        ("rl2_standard.py", signal.SIGTERM),
+        ("rl2_hyper.py", signal.SIGINT),
+    ],
+)
 def test_interrupted_and_resumed_run_equals_uninterrupted(script, signum, tmp_path, finished_runs):
     # no --save-model: a signal saves a checkpoint anyway
     code, out, err = interrupt(script, [*TINY, "--seed", "5", "--total-timesteps", "1200"], tmp_path, signum)
     run_dir = only_run(tmp_path)
     ckpt = os.path.join(run_dir, "checkpoint.pt")
     assert code == 128 + signum, err
-    assert f"{signal.Signals(signum).name}: stopped at iteration" in out and f"--resume {os.path.relpath(ckpt, tmp_path)}" in out
+    assert (
+        f"{signal.Signals(signum).name}: stopped at iteration" in out
+        and f"--resume {os.path.relpath(ckpt, tmp_path)}" in out
+    )
     assert "Traceback" not in err and os.path.isfile(ckpt) and not os.path.exists(f"{ckpt}.tmp")
     stopped_at = torch.load(ckpt, weights_only=False)["iteration"]
     assert 1 <= stopped_at < 24 and not os.path.exists(os.path.join(run_dir, "eval.json"))
@@ -172,8 +215,13 @@ def test_rows_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path, finish
     """A run killed without warning (SIGKILL) resumes from its last checkpoint; what it logged after that checkpoint
     is dropped, so metrics.csv has each iteration once and equals the uninterrupted run's."""
     script = "varibad_standard.py"
-    code, _, _ = interrupt(script, [*TINY, "--seed", "5", "--total-timesteps", "1200", "--save-model", "--save-every", "5"],
-                           tmp_path, signal.SIGKILL, after_rows=150)
+    code, _, _ = interrupt(
+        script,
+        [*TINY, "--seed", "5", "--total-timesteps", "1200", "--save-model", "--save-every", "5"],
+        tmp_path,
+        signal.SIGKILL,
+        after_rows=150,
+    )
     assert code == -signal.SIGKILL
     run_dir = only_run(tmp_path)
     ckpt = os.path.join(run_dir, "checkpoint.pt")
@@ -193,15 +241,20 @@ def test_resuming_a_finished_run_only_evaluates(tmp_path, finished_runs):
 
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
     # an absurd learning rate: the first PPO update (iteration 2, after 100 precollected frames) overflows the policy
-    result = run("varibad_hyper.py", [*TINY, "--learning-rate", "1e38", "--save-model", "--save-every", "1",
-                                      "--total-timesteps", "1200"], tmp_path)
+    result = run(
+        "varibad_hyper.py",
+        [*TINY, "--learning-rate", "1e38", "--save-model", "--save-every", "1", "--total-timesteps", "1200"],
+        tmp_path,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: non-finite ") and " at iteration 2 (100 frames)" in line
     ckpt = os.path.join(only_run(tmp_path), "checkpoint.pt")
     assert f"the last good checkpoint, {os.path.relpath(ckpt, tmp_path)} (iteration 1), is kept" in line
     saved = torch.load(ckpt, weights_only=False)
-    assert saved["iteration"] == 1 and all(torch.isfinite(v).all() for v in saved["agent"].values() if v.is_floating_point())
+    assert saved["iteration"] == 1 and all(
+        torch.isfinite(v).all() for v in saved["agent"].values() if v.is_floating_point()
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
@@ -213,10 +266,17 @@ def test_cuda_without_gpu_warns_and_runs_on_the_cpu(tmp_path):
 
 # -- wandb failures never stop training --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", ["no-login", "no-server"])
 def test_wandb_failures_fall_back_to_offline(case, tmp_path):
-    env = {"HOME": str(tmp_path), "WANDB_DIR": str(tmp_path), "WANDB_MODE": None, "WANDB_API_KEY": None,
-           "WANDB_BASE_URL": None, "WANDB_INIT_TIMEOUT": "5"}
+    env = {
+        "HOME": str(tmp_path),
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_MODE": None,
+        "WANDB_API_KEY": None,
+        "WANDB_BASE_URL": None,
+        "WANDB_INIT_TIMEOUT": "5",
+    }
     if case == "no-server":  # a key, but the server refuses connections
         env.update(WANDB_API_KEY="a" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
     result = run("varibad_standard.py", [*TINY, "--total-timesteps", "100", "--track"], tmp_path, env=env, timeout=300)
@@ -254,15 +314,61 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_intact(module, tm
     path = str(tmp_path / "checkpoint.pt")
     module.save_checkpoint(path, iteration=1, agent={"w": torch.ones(3)})
     # the process dies while the next checkpoint is being written: simulate it by killing a child mid-save
-    code = (f"import sys, os, signal, torch; sys.path.insert(0, {ROOT!r}); import {module.__name__} as m\n"
-            "real_save = torch.save\n"
-            "def dying_save(obj, f):\n"
-            "    real_save(obj, f)\n"
-            "    with open(f, 'r+b') as fh: fh.truncate(10)  # half a file on disk\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n"
-            "torch.save = dying_save\n"
-            f"m.save_checkpoint({path!r}, iteration=2, agent={{'w': torch.zeros(3)}})\n")
+    code = (
+        f"import sys, os, signal, torch; sys.path.insert(0, {ROOT!r}); import {module.__name__} as m\n"
+        "real_save = torch.save\n"
+        "def dying_save(obj, f):\n"
+        "    real_save(obj, f)\n"
+        "    with open(f, 'r+b') as fh: fh.truncate(10)  # half a file on disk\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "torch.save = dying_save\n"
+        f"m.save_checkpoint({path!r}, iteration=2, agent={{'w': torch.zeros(3)}})\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == -signal.SIGKILL, result.stderr
     saved = torch.load(path, weights_only=False)
     assert saved["iteration"] == 1 and torch.equal(saved["agent"]["w"], torch.ones(3))
+
+
+# -- resume: the flags given on the command line, and only those ------------------------------------------------------
+
+
+def test_flags_given_on_resume_count_even_when_they_equal_the_preset(tmp_path, finished_runs):
+    """A run saved with --num-eval-tasks 2 and resumed with --num-eval-tasks 21 (GridNavi's preset value) evaluates
+    on 21 tasks: a flag counts as given because it is on the command line, not because it differs from the preset."""
+    source = finished_runs["varibad_hyper.py"]
+    run_dir = tmp_path / "runs" / os.path.basename(source)
+    run_dir.mkdir(parents=True)
+    ckpt = run_dir / "checkpoint.pt"
+    ckpt.write_bytes(open(os.path.join(source, "checkpoint.pt"), "rb").read())
+    result = run(
+        "varibad_hyper.py", ["--env-id", "GridNavi", "--resume", str(ckpt), "--num-eval-tasks", "21"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    with open(run_dir / "eval.json") as f:
+        assert len(json.load(f)["returns"]) == 21
+
+
+@pytest.mark.parametrize("module", MODULES, ids=SCRIPTS)
+def test_resume_keeps_the_saved_settings_and_takes_the_runtime_flags_given(module):
+    saved = dataclasses.asdict(module.apply_preset(module.Args(env_id="GridNavi", track=True, total_timesteps=3000)))
+    ckpt = {"args": saved}
+    args, given = module.parse_args(
+        [
+            "--env-id",
+            "GridNavi",
+            "--resume",
+            "x.pt",
+            "--no-track",
+            "--total-timesteps",
+            str(saved["total_timesteps"] * 0 + 4_000_000),
+        ]
+    )
+    resumed = module.checkpoint_args(args, given, ckpt)
+    assert (resumed.track, resumed.total_timesteps, resumed.resume) == (False, 4_000_000, "x.pt")  # 4M: the preset's
+    assert dataclasses.replace(resumed, track=True, total_timesteps=3000, resume=None) == module.Args(**saved)
+    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--gamma", "0.95"])  # the saved value
+    assert module.checkpoint_args(args, given, ckpt).gamma == 0.95
+    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--gamma", "0.9"])
+    with pytest.raises(SystemExit, match="--gamma 0.9 differs from the checkpoint's 0.95"):
+        module.checkpoint_args(args, given, ckpt)

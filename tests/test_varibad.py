@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -23,21 +24,39 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_presets_cover_every_env_and_apply_paper_values():
     assert set(vs.PRESETS) == set(envs.ENV_IDS)
     grid = vs.apply_preset(vs.Args(env_id="GridNavi"))
-    assert (grid.num_envs, grid.num_steps, grid.total_timesteps, grid.clip_coef, grid.ent_coef) == (16, 60, 4_000_000, 0.05, 0.1)
+    assert (grid.num_envs, grid.num_steps, grid.total_timesteps, grid.clip_coef, grid.ent_coef) == (
+        16,
+        60,
+        4_000_000,
+        0.05,
+        0.1,
+    )
     assert (grid.episodes_per_task, grid.reward_decoder, grid.action_embedding_size) == (4, "grid", 0)
     ant = vs.apply_preset(vs.Args(env_id="AntDir"))
-    assert (ant.num_steps, ant.num_minibatches, ant.policy_latent_embedding_dim, ant.kl_weight, ant.adam_eps) == (200, 1, 10, 0.1, 1e-8)
+    assert (ant.num_steps, ant.num_minibatches, ant.policy_latent_embedding_dim, ant.kl_weight, ant.adam_eps) == (
+        200,
+        1,
+        10,
+        0.1,
+        1e-8,
+    )
     walker = vs.apply_preset(vs.Args(env_id="WalkerRandParams"))
-    assert (walker.latent_dim, walker.reward_decoder, walker.state_decoder_layers, walker.episodes_per_task) == (10, "none", (256, 128), 2)
+    assert (walker.latent_dim, walker.reward_decoder, walker.state_decoder_layers, walker.episodes_per_task) == (
+        10,
+        "none",
+        (256, 128),
+        2,
+    )
 
 
 def test_command_line_flags_override_the_preset():
-    args = vs.parse_args(["--env-id", "CheetahDir", "--learning-rate", "1e-3", "--num-envs", "4"])
+    args, given = vs.parse_args(["--env-id", "CheetahDir", "--learning-rate", "1e-3", "--num-envs", "4"])
+    assert given == {"env_id", "learning_rate", "num_envs"}
     assert (args.learning_rate, args.num_envs, args.num_steps, args.kl_weight) == (1e-3, 4, 400, 0.1)
 
 
 def test_meta_episode_wrapper_counts_episodes_and_sets_the_done_bit():
-    env = vs.make_env("GridNavi", 4)()
+    env = envs.make_env("GridNavi", 4)()
     assert env.observation_space.shape == (3,)
     obs, _ = env.reset(seed=0)
     task = env.unwrapped.get_task()
@@ -64,16 +83,18 @@ def test_meta_episode_wrapper_counts_episodes_and_sets_the_done_bit():
 def test_meta_episode_wrapper_draws_tasks_from_its_seed_and_takes_a_given_task():
     tasks = []
     for _ in range(2):
-        env = vs.make_env("GridNavi", 4)()
+        env = envs.make_env("GridNavi", 4)()
         env.reset(seed=3)
-        tasks.append([tuple(env.unwrapped.get_task())] + [tuple((env.reset(), env.unwrapped.get_task())[1]) for _ in range(5)])
+        tasks.append(
+            [tuple(env.unwrapped.get_task())] + [tuple((env.reset(), env.unwrapped.get_task())[1]) for _ in range(5)]
+        )
     assert tasks[0] == tasks[1] and len(set(tasks[0])) > 1
     env.reset(options={"task": [4, 4]})
     np.testing.assert_array_equal(env.unwrapped.get_task(), [4, 4])
 
 
 def test_single_episode_envs_get_no_done_bit_and_the_200th_step_arrives_truncated():
-    env = vs.make_env("CheetahDir", 1)()
+    env = envs.make_env("CheetahDir", 1)()
     assert env.observation_space.shape == (20,)
     env.reset(seed=0)
     for t in range(200):
@@ -82,7 +103,7 @@ def test_single_episode_envs_get_no_done_bit_and_the_200th_step_arrives_truncate
 
 
 def test_a_fall_ends_the_meta_episode_terminated_and_the_wrapper_passes_raw_actions():
-    env = vs.make_env("AntDir", 1)()
+    env = envs.make_env("AntDir", 1)()
     env.reset(seed=0)
     env.unwrapped.set_state(np.r_[0, 0, 1.5, 1, 0, 0, 0, np.zeros(8)], env.unwrapped.init_qvel)  # torso above 1.0
     _, reward, terminated, truncated, info = env.step(np.full(8, 3.0))
@@ -123,7 +144,7 @@ def test_gae_equals_a_plain_reference_loop():
     terminals = (rng.random((T, N)) < 0.1).astype(float)
     final_values = terminals * (rng.random((T, N)) < 0.5) * rng.normal(size=(T, N))  # some ends are time-limit cuts
     inputs = (torch.tensor(x) for x in (rewards, values, terminals, final_values, next_value))
-    adv, ret = vs.compute_gae(*inputs, 0.97, 0.9)
+    adv, ret = vs.compute_gae(*inputs, SimpleNamespace(gamma=0.97, gae_lambda=0.9))
     expected = reference_gae(rewards, values, terminals, final_values, next_value, 0.97, 0.9)
     np.testing.assert_allclose(adv.numpy(), expected, atol=1e-10)
     np.testing.assert_allclose(ret.numpy(), expected + values, atol=1e-10)
@@ -131,20 +152,15 @@ def test_gae_equals_a_plain_reference_loop():
 
 def test_a_truncated_step_bootstraps_from_its_final_value_and_a_terminal_one_does_not():
     rewards, values = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.5, 0.5]])
-    terminals, final_values, next_value = torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([[9.0, 9.0]])
-    adv, _ = vs.compute_gae(rewards, values, terminals, final_values, next_value, 0.9, 0.95)
+    terminals, final_values, next_value = (
+        torch.tensor([[1.0, 1.0]]),
+        torch.tensor([[2.0, 0.0]]),
+        torch.tensor([[9.0, 9.0]]),
+    )
+    adv, _ = vs.compute_gae(
+        rewards, values, terminals, final_values, next_value, SimpleNamespace(gamma=0.9, gae_lambda=0.95)
+    )
     np.testing.assert_allclose(adv.numpy(), [[1.0 + 0.9 * 2.0 - 0.5, 1.0 - 0.5]])  # never the next task's 9.0
-
-
-def test_kl_is_zero_for_identical_posteriors_and_positive_otherwise():
-    mu, logvar = torch.randn(7, 5), torch.randn(7, 5)
-    assert torch.allclose(vs.gaussian_kl(mu, logvar, mu, logvar), torch.zeros(7), atol=1e-6)
-    assert (vs.gaussian_kl(mu + 0.1, logvar, mu, logvar) > 0).all()
-    # against torch.distributions
-    p = torch.distributions.Normal(mu, (0.5 * logvar).exp())
-    q = torch.distributions.Normal(mu * 0.5, (0.25 * logvar).exp())
-    expected = torch.distributions.kl_divergence(p, q).sum(-1)
-    assert torch.allclose(vs.gaussian_kl(mu, logvar, mu * 0.5, logvar * 0.5), expected, atol=1e-5)
 
 
 def fake_batch(args, obs_dim, action_dim, lengths, H):
@@ -157,7 +173,13 @@ def fake_batch(args, obs_dim, action_dim, lengths, H):
     return obs, actions, rewards, next_obs, torch.tensor(lengths)
 
 
-ELBO_DIMS = {"GridNavi": (3, 5), "CheetahDir": (20, 6), "WalkerRandParams": (18, 6), "MetaWorldML10": (40, 4), "TMaze": (5, 4)}
+ELBO_DIMS = {
+    "GridNavi": (3, 5),
+    "CheetahDir": (20, 6),
+    "WalkerRandParams": (18, 6),
+    "MetaWorldML10": (40, 4),
+    "TMaze": (5, 4),
+}
 
 
 @pytest.mark.parametrize("env_id", ELBO_DIMS)
@@ -210,9 +232,14 @@ def test_elbo_kl_equals_the_authors_reduction(env_id):
         prior, hidden = encoder.prior(B)
         mu, logvar = torch.cat([prior.unsqueeze(0), encoder(*batch[1:4], hidden)[0]]).chunk(2, -1)
         zeros = torch.zeros_like(mu[:1])
-        kl = vs.gaussian_kl(mu, logvar, torch.cat([zeros, mu[:-1]]), torch.cat([zeros, logvar[:-1]]))  # (H + 1, B)
+        normal = lambda mean, logvar: torch.distributions.Normal(mean, (0.5 * logvar).exp())  # noqa: E731
+        kl = torch.distributions.kl_divergence(  # KL(q_t || q_t-1), q_-1 = N(0, I): (H + 1, B)
+            normal(mu, logvar), normal(torch.cat([zeros, mu[:-1]]), torch.cat([zeros, logvar[:-1]]))
+        ).sum(-1)
         draws = 300 if args.vae_subsample_elbos else 1
-        ours = np.mean([vs.elbo_terms(encoder, decoder, batch, args, torch.Generator().manual_seed(s))[2] for s in range(draws)])
+        ours = np.mean(
+            [vs.elbo_terms(encoder, decoder, batch, args, torch.Generator().manual_seed(s))[2] for s in range(draws)]
+        )
         rng = np.random.default_rng(0)
         theirs = np.mean([authors_kl(kl, args.vae_subsample_elbos, rng) for _ in range(draws)])
     per_meta_episode = kl.sum(0).mean().item() * (args.vae_subsample_elbos / (H + 1) if args.vae_subsample_elbos else 1)
@@ -237,16 +264,21 @@ def test_reward_normaliser_is_the_authors_vecnormalize(module):
     np.testing.assert_allclose(seen[2], [1.9 * 0.9 + 3.0, -1.0])
     # the clip: the first reward of 1e6 is 100 running stds (the prior's count of 1e-4 keeps the variance at 1e8)
     assert module.RewardNormalizer(1, 0.9, 10.0)(np.array([1e6]), np.array([False]))[0] == 10.0
-    assert module.RewardNormalizer(1, 0.9, 200.0)(np.array([1e6]), np.array([False]))[0] == pytest.approx(100.0, rel=1e-3)
+    assert module.RewardNormalizer(1, 0.9, 200.0)(np.array([1e6]), np.array([False]))[0] == pytest.approx(
+        100.0, rel=1e-3
+    )
 
 
 def test_meta_world_success_is_the_papers_formula():
     """The authors' metalearner.py: per episode, the fraction of tasks with a success in it; then the mean over
     episodes. Tasks 0-2 (rows) over 4 episodes: 2/3, 0, 1/3, 1/3 -> 1/3 (solved in any episode: 1.0)."""
     successes = np.array([[1, 0, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0.0]])
-    assert vs.success_rate(successes) == pytest.approx(1 / 3)
+    args = vs.apply_preset(vs.Args(env_id="MetaWorldML1"))
+    summary, metrics = vs.eval_summary(np.zeros((3, 4)), successes, dataclasses.replace(args, episodes_per_task=2))
+    assert summary["success"] == metrics["eval/success"] == pytest.approx(1 / 3)
     success_ret = torch.tensor(successes) * 7  # theirs counts success steps per episode
-    assert vs.success_rate(successes) == pytest.approx((success_ret > 0).float().mean(dim=0).mean().item())
+    assert summary["success"] == pytest.approx((success_ret > 0).float().mean(dim=0).mean().item())
+    assert metrics["eval/success_any"] == pytest.approx(2 / 3)  # solved within the first 2 episodes: tasks 0 and 1
 
 
 def test_each_decoder_has_its_own_embeddings_as_the_authors():
@@ -257,13 +289,18 @@ def test_each_decoder_has_its_own_embeddings_as_the_authors():
         args = vs.apply_preset(vs.Args(env_id=env_id))
         obs_dim, action_dim = ELBO_DIMS[env_id]
         decoder = vs.Decoder(obs_dim, action_dim, args)
-        sizes[env_id] = sum(isinstance(m, vs.TransitionEmbedding) for m in decoder.modules())
+        sizes[env_id] = sum(hasattr(decoder, name) for name in ("reward_embed", "state_embed"))
     assert sizes == {"MetaWorldML10": 2, "WalkerRandParams": 1, "CheetahDir": 1}
     args = vs.apply_preset(vs.Args(env_id="MetaWorldML10"))
     decoder = vs.Decoder(40, 4, args)
-    m, obs, actions, rewards = torch.randn(7, 5), torch.randn(7, 40), torch.randn(7, 4), torch.randn(7, 1)
-    decoder.losses(m, obs, actions, rewards, obs)[1].sum().backward()
-    assert decoder.reward_embed.state.weight.grad is None and decoder.state_embed.state.weight.grad.abs().sum() > 0
+    m, obs, actions, rewards = (
+        torch.randn(1, 7, 5),
+        torch.randn(1, 1, 7, 40),
+        torch.randn(1, 1, 7, 4),
+        torch.randn(1, 1, 7, 1),
+    )
+    decoder.losses(m, obs, actions, rewards, obs, torch.ones(1, 1, 7, dtype=torch.bool))[1].backward()
+    assert decoder.reward_embed[0].weight.grad is None and decoder.state_embed[0].weight.grad.abs().sum() > 0
 
 
 def test_grid_reconstruction_equals_the_plain_sum_of_bernoulli_losses():
@@ -302,7 +339,7 @@ def test_encoder_prior_is_one_gru_step_on_zero_input():
 @pytest.mark.parametrize("env_id", ["GridNavi", "CheetahDir"])
 def test_agent_interface_and_checkpoint_round_trip_reproduces_actions(env_id, vs, tmp_path):
     args = vs.apply_preset(vs.Args(env_id=env_id))
-    env = vs.make_env(env_id, args.episodes_per_task)()
+    env = envs.make_env(env_id, args.episodes_per_task)()
     agent = vs.Agent(env.observation_space, env.action_space, args)
     obs = torch.randn(8, env.observation_space.shape[0])
     latent = torch.randn(8, 2 * args.latent_dim)
@@ -321,13 +358,13 @@ def test_agent_interface_and_checkpoint_round_trip_reproduces_actions(env_id, vs
     a2 = restored.get_action_and_value(obs, latent)
     for x, y in zip(a1, a2):
         assert torch.equal(x, y)
-    d1 = agent.get_action_and_value(obs, latent, deterministic=True)[0]
-    assert torch.equal(d1, restored.get_action_and_value(obs, latent, deterministic=True)[0])
+    d1 = agent.act(agent.features(obs, latent), deterministic=True)[0]
+    assert torch.equal(d1, restored.act(restored.features(obs, latent), deterministic=True)[0])
 
 
 def test_standard_init_normc_rows_and_heads():
     args = vs.apply_preset(vs.Args(env_id="CheetahDir"))
-    env = vs.make_env("CheetahDir", 1)()
+    env = envs.make_env("CheetahDir", 1)()
     agent = vs.Agent(env.observation_space, env.action_space, args)
     for layer in (agent.actor[0], agent.actor[2], agent.critic[0], agent.critic[2]):
         assert torch.allclose(layer.weight.norm(dim=1), torch.full((layer.out_features,), 5 / 3))
@@ -337,20 +374,46 @@ def test_standard_init_normc_rows_and_heads():
 
 def run_script(tmp_path, *flags, timeout=240, script="varibad_standard.py"):
     cmd = [sys.executable, os.path.join(ROOT, script), *flags]
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT})
+    return subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT},
+    )
 
 
 @pytest.mark.parametrize("script", ["varibad_standard.py", "varibad_hyper.py"])
 def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path, script):
-    flags = ["--env-id", "GridNavi", "--total-timesteps", "3840", "--precollect-frames", "960", "--eval-every", "2",
-             "--save-model", "--save-every", "2", "--seed", "3"]
+    flags = [
+        "--env-id",
+        "GridNavi",
+        "--total-timesteps",
+        "3840",
+        "--precollect-frames",
+        "960",
+        "--eval-every",
+        "2",
+        "--save-model",
+        "--save-every",
+        "2",
+        "--seed",
+        "3",
+    ]
     out = run_script(tmp_path, *flags, script=script)
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = (run_dir / "metrics.csv").read_text()
-    for name in ("charts/SPS", "charts/return", "charts/return_ep4", "losses/vae_kl", "losses/policy_loss",
-                 "eval/return", "eval/return_ep1"):
+    for name in (
+        "charts/SPS",
+        "charts/return",
+        "charts/return_ep4",
+        "losses/vae_kl",
+        "losses/policy_loss",
+        "eval/return",
+        "eval/return_ep1",
+    ):
         assert f",{name}," in metrics
     result = json.loads((run_dir / "eval.json").read_text())
     assert len(result["returns"]) == 21 and len(result["returns"][0]) == 4  # all 21 goals, 4 episodes each
@@ -362,15 +425,34 @@ def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path, script):
     assert len(json.loads(out.stdout.strip().splitlines()[-1])["return_per_episode"]) == 4
     videos = list((tmp_path / "videos" / f"{run_dir.name}-eval").glob("*.mp4"))
     assert videos and videos[0].stat().st_size > 1000
-    out = run_script(tmp_path, *flags[:2], "--total-timesteps", "5760", "--resume", str(ckpt), "--save-model", script=script)
+    out = run_script(
+        tmp_path, *flags[:2], "--total-timesteps", "5760", "--resume", str(ckpt), "--save-model", script=script
+    )
     assert out.returncode == 0, out.stderr
     assert "resuming" in out.stdout
     assert json.loads((run_dir / "eval.json").read_text())["global_step"] == 5760
 
 
 def test_smoke_cheetahdir(tmp_path):
-    out = run_script(tmp_path, "--env-id", "CheetahDir", "--num-envs", "2", "--num-steps", "200", "--num-minibatches", "2",
-                     "--total-timesteps", "1200", "--precollect-frames", "400", "--num-eval-tasks", "2", "--eval-every", "0")
+    out = run_script(
+        tmp_path,
+        "--env-id",
+        "CheetahDir",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "200",
+        "--num-minibatches",
+        "2",
+        "--total-timesteps",
+        "1200",
+        "--precollect-frames",
+        "400",
+        "--num-eval-tasks",
+        "2",
+        "--eval-every",
+        "0",
+    )
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = (run_dir / "metrics.csv").read_text()
@@ -379,11 +461,28 @@ def test_smoke_cheetahdir(tmp_path):
 
 @pytest.mark.parametrize(
     "script, env_id",
-    [("varibad_standard.py", env_id) for env_id in envs.ENV_IDS] + [("varibad_hyper.py", "GridNavi"), ("varibad_hyper.py", "AntDir")],
+    [("varibad_standard.py", env_id) for env_id in envs.ENV_IDS]
+    + [("varibad_hyper.py", "GridNavi"), ("varibad_hyper.py", "AntDir")],
 )
 def test_every_benchmark_runs_a_short_budget(script, env_id, tmp_path):
-    flags = ["--num-envs", "2", "--num-steps", "30", "--num-minibatches", "2", "--total-timesteps", "180",
-             "--precollect-frames", "0", "--num-eval-tasks", "1", "--vae-batch-num-trajs", "2", "--eval-every", "0"]
+    flags = [
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "30",
+        "--num-minibatches",
+        "2",
+        "--total-timesteps",
+        "180",
+        "--precollect-frames",
+        "0",
+        "--num-eval-tasks",
+        "1",
+        "--vae-batch-num-trajs",
+        "2",
+        "--eval-every",
+        "0",
+    ]
     out = run_script(tmp_path, "--env-id", env_id, *flags, script=script)
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -401,9 +500,21 @@ def test_unknown_env_id_is_one_clear_line(tmp_path):
 
 def test_tracking_with_wandb_offline(tmp_path):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "varibad_standard.py"), "--env-id", "GridNavi", "--track",
-         "--total-timesteps", "1920", "--precollect-frames", "960"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            os.path.join(ROOT, "varibad_standard.py"),
+            "--env-id",
+            "GridNavi",
+            "--track",
+            "--total-timesteps",
+            "1920",
+            "--precollect-frames",
+            "960",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
         env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )
     assert out.returncode == 0, out.stderr
@@ -414,14 +525,32 @@ def test_tracking_with_wandb_offline(tmp_path):
 
 def test_async_envs_give_the_same_training_data_as_sync_ones(tmp_path):
     """AsyncVectorEnv steps the same environments in subprocesses: with the same seed, the same returns."""
-    flags = ["--env-id", "GridNavi", "--num-envs", "4", "--num-minibatches", "2", "--total-timesteps", "480",
-             "--precollect-frames", "0", "--eval-every", "0", "--num-eval-tasks", "1", "--seed", "2"]
+    flags = [
+        "--env-id",
+        "GridNavi",
+        "--num-envs",
+        "4",
+        "--num-minibatches",
+        "2",
+        "--total-timesteps",
+        "480",
+        "--precollect-frames",
+        "0",
+        "--eval-every",
+        "0",
+        "--num-eval-tasks",
+        "1",
+        "--seed",
+        "2",
+    ]
     returns = []
     for extra in ([], ["--async-envs"]):
         (tmp_path / str(len(extra))).mkdir()
         out = run_script(tmp_path / str(len(extra)), *flags, *extra)
         assert out.returncode == 0, out.stderr
         (run_dir,) = (tmp_path / str(len(extra)) / "runs").iterdir()
-        returns.append([line for line in (run_dir / "metrics.csv").read_text().splitlines() if ",charts/return," in line])
+        returns.append(
+            [line for line in (run_dir / "metrics.csv").read_text().splitlines() if ",charts/return," in line]
+        )
     assert len(returns[0]) == 2
     assert [r.split(",")[3] for r in returns[0]] == [r.split(",")[3] for r in returns[1]]

@@ -1,0 +1,64 @@
+"""The repository's own rules: ruff's style, the blocks the four scripts share, and docs whose references resolve."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["varibad_standard.py", "varibad_hyper.py", "rl2_standard.py", "rl2_hyper.py"]
+# the blocks every script has byte for byte: (first line, the line that ends the block)
+SHARED = [("# TRY NOT TO MODIFY: command line, presets and resume", "# ALGO LOGIC: the "),
+          ("# ALGO LOGIC: PPO's advantages", "# ALGO LOGIC: PPO's update")]  # fmt: skip
+
+
+def read(name):
+    with open(os.path.join(ROOT, name)) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_passes(command):
+    result = subprocess.run([sys.executable, "-m", "ruff", *command, "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_scripts_are_at_most_800_lines():
+    assert {name: len(read(name).splitlines()) <= 800 for name in SCRIPTS} == {name: True for name in SCRIPTS}
+
+
+@pytest.mark.parametrize("start, end", SHARED, ids=["command line, envs, normalisers", "GAE, evaluation, plumbing"])
+def test_the_shared_blocks_are_identical_in_the_four_scripts(start, end):
+    blocks = {}
+    for name in SCRIPTS:
+        text = read(name)
+        first = text.index(start)
+        blocks[name] = text[first : text.index(end, first)]
+    assert len(blocks["varibad_hyper.py"].splitlines()) > 50
+    for name in SCRIPTS:
+        assert blocks[name] == blocks["varibad_hyper.py"], name
+
+
+def test_readme_is_a_front_page_and_every_file_it_cites_exists():
+    assert len(read("README.md").encode()) < 12_000
+    for page in ["README.md", *[os.path.join("docs", p) for p in os.listdir(os.path.join(ROOT, "docs"))]]:
+        folder = os.path.dirname(os.path.join(ROOT, page))
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", read(page)):  # markdown links and images
+            if not target.startswith(("http://", "https://")):
+                assert os.path.exists(os.path.join(folder, target)), f"{page} links to {target}, which does not exist"
+        text = read(page)
+        assert "METHOD.md" not in text and "BOUNDS.md" not in text, page
+
+
+def test_the_docs_line_pointers_point_at_what_they_name():
+    """A pointer is a link [`name`](../script.py#L10) or [`name`](../script.py#L10-L20): the lines hold `name`."""
+    pointers = 0
+    for page in os.listdir(os.path.join(ROOT, "docs")):
+        for name, script, first, last in re.findall(r"\[`([^`]+)`\]\(\.\./([\w/]+\.py)#L(\d+)(?:-L(\d+))?\)",
+                                                    read(os.path.join("docs", page))):  # fmt: skip
+            lines = read(script).splitlines()[int(first) - 1 : int(last or first)]
+            assert any(name in line for line in lines), f"docs/{page}: `{name}` is not at {script}#L{first}"
+            pointers += 1
+    assert pointers >= 20
