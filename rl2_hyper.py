@@ -557,6 +557,7 @@ class Logger:
                     break
                 except Exception as e:  # no network, no login, a failing server
                     warnings.warn(f"wandb.init failed ({type(e).__name__}: {e}); {fallback}")
+                    wandb.teardown()  # else the failed run keeps its id, and the offline run cannot take it
 
     def log(self, metrics, step):
         now = f"{time.time():.3f}"

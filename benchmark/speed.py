@@ -28,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import gymnasium as gym  # noqa: E402
+import envs as meta_envs  # noqa: E402
 
 SCRIPTS = ["varibad_standard.py", "varibad_hyper.py", "rl2_standard.py", "rl2_hyper.py"]
 
@@ -73,16 +73,15 @@ def train_speed(script, env_id, iterations, threads):
 
 def env_speed(script, env_id, frames):
     module, args = preset(script, env_id)
-    fns = [module.make_env(env_id, args.episodes_per_task) for _ in range(args.num_envs)]
-    envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.reset(seed=0)
-    envs.action_space.seed(0)
+    vector_env = meta_envs.make_vector_env(env_id, args.episodes_per_task, args.num_envs)  # the scripts' own
+    vector_env.reset(seed=0)
+    vector_env.action_space.seed(0)
     steps = max(1, frames // args.num_envs)
     start = time.perf_counter()
     for _ in range(steps):
-        envs.step(envs.action_space.sample())
+        vector_env.step(vector_env.action_space.sample())
     elapsed = time.perf_counter() - start
-    envs.close()
+    vector_env.close()
     return steps * args.num_envs / elapsed
 
 
