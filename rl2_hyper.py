@@ -7,8 +7,7 @@ Bias-HyperInit by default. There is no decoder: the PPO loss trains the encoder 
 the update re-runs from each env's stored hidden state. Differs from `varibad_hyper.py` only in the task encoder and
 how it is trained, from `rl2_standard.py` only in the policy (there the latent is concatenated to the state).
 
-    python rl2_hyper.py --env-id GridNavi            # the paper's preset for GridNavi
-    python rl2_hyper.py --env-id CheetahDir --help   # shows CheetahDir's preset as the defaults
+    python rl2_hyper.py --env-id CheetahDir   # the paper's preset for CheetahDir (--help shows it)
 """
 
 import csv
@@ -21,7 +20,6 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -29,15 +27,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.optim as optim
 import tyro
-from torch.distributions.categorical import Categorical
-from torch.distributions.normal import Normal
+from torch.distributions import Categorical, Normal
 
 import envs
 
 
-@dataclass
+@dataclasses.dataclass
 class Args:
     """`--env-id X` loads the paper's preset for X (docs/method.md, Presets); any flag given overrides it."""
 
@@ -83,19 +79,15 @@ class Args:
     save_every: int = 250  # with --save-model, write a checkpoint every this many iterations
     resume: Optional[str] = None  # path of a checkpoint to continue training from
     eval_checkpoint: Optional[str] = None  # path of a checkpoint to evaluate (no training)
-
-    # Task encoder and policy arguments
     latent_dim: int = 5  # the encoder's read-out (the policy's latent) has 2 x this units, as VariBAD's [mu, logvar]
     encoder_gru_hidden_size: int = 256  # hidden size of the encoder's GRU
     encoder_gru_chrono: int = 0  # if T >= 2: chrono init of the GRU's update-gate bias, for memory over ~T steps
-    action_embedding_size: int = 0  # encoder/decoder action embedding size (0: actions are not encoded, as on GridNavi)
-    reward_embedding_size: int = 8  # encoder/decoder reward embedding size
-    state_embedding_size: int = 32  # encoder/decoder state embedding size
+    action_embedding_size: int = 0  # encoder action embedding size (0: actions are not encoded, as on GridNavi)
+    reward_embedding_size: int = 8  # encoder reward embedding size
+    state_embedding_size: int = 32  # encoder state embedding size
     policy_state_embedding_dim: int = 256  # the policy's state embedding size
     policy_latent_embedding_dim: int = 25  # the policy's latent embedding size: the width of the hypernetwork's input e
     hyper_init: Literal["bias", "weight", "hfi", "naive", "kaiming"] = "bias"  # the hypernetwork's initialisation
-
-    # RL2 arguments
     encoder_max_grad_norm: float = 0.5  # the maximum norm of the encoder's gradient (clipped apart from the policy's)
 
 
@@ -128,8 +120,7 @@ encoder_max_grad_norm""".split()
 # TRY NOT TO MODIFY: command line, presets and resume
 def apply_preset(args):
     """`args` with its env's preset (and the env's episodes per task) filled in."""
-    preset = dict(PRESETS[args.env_id], episodes_per_task=envs.EPISODES_PER_TASK[args.env_id])
-    return dataclasses.replace(args, **preset)
+    return dataclasses.replace(args, **PRESETS[args.env_id], episodes_per_task=envs.EPISODES_PER_TASK[args.env_id])
 
 
 def args_error(args):
@@ -196,8 +187,7 @@ def checkpoint_args(args, given, ckpt):
 
 # TRY NOT TO MODIFY: bookkeeping and running statistics
 class RunningMeanStd(nn.Module):
-    """Running mean and variance (parallel algorithm) in buffers, so that they travel with the state_dict. Calling it
-    normalises."""
+    """Running mean and variance (parallel algorithm), buffers that travel with the state_dict; calling normalises."""
 
     def __init__(self, shape=()):
         super().__init__()
@@ -272,34 +262,28 @@ class Encoder(nn.Module):
 
 
 def latent_before(encoder, hidden, starts):
-    """The latent the policy sees before a step: the prior where the step starts a meta-episode, else the read-out
-    of the memory `hidden` (..., H)."""
+    """The latent before a step: the prior where the step starts a meta-episode, else the read-out of `hidden`."""
     prior, _ = encoder.prior(1)
     return torch.where(starts.unsqueeze(-1), prior, encoder.readout(hidden))
 
 
 def encode_rollout(encoder, actions, rewards, next_obs, starts, hidden):
-    """META-RL LOGIC: the latents (T, N, 2L) that the policy saw at each step of a rollout, recomputed with gradients.
-    `starts[t, n]`: step t began a meta-episode (its latent is the prior, the memory restarts from zero); `hidden`
-    (1, N, H): each env's memory at the rollout's start (detached: the gradient stops there). Each env's rollout is
-    cut into pieces at meta-episode starts, and the pieces run side by side through the GRU, in one call."""
+    """META-RL LOGIC: the latents (T, N, 2L) the policy saw at each step of a rollout, recomputed with gradients, from
+    `hidden` (1, N, H), each env's memory at the rollout's start; `starts[t, n]`: step t began a meta-episode (its
+    latent is the prior, the memory restarts from zero). The pieces between starts run side by side in one GRU call."""
     T, N = starts.shape
-    pieces = []  # (env, first step, end step) of each piece
+    pieces = []  # (env, first step, end step), in env order
     for n, env_starts in enumerate(starts.T.tolist()):
         cuts = [0, *[t for t in range(1, T) if env_starts[t]], T]
         pieces += [(n, first, end) for first, end in zip(cuts[:-1], cuts[1:])]
     x = encoder.embed(actions, rewards, next_obs)
     padded = nn.utils.rnn.pad_sequence([x[first:end, n] for n, first, end in pieces])
-    continues = [
-        first == 0 and not starts[0, n] for n, first, _ in pieces
-    ]  # a meta-episode begun in an earlier rollout
-    h0 = torch.stack(
-        [hidden[0, n] if cont else torch.zeros_like(hidden[0, n]) for (n, _, _), cont in zip(pieces, continues)]
-    )
+    # a piece starts from the env's stored memory where it continues a meta-episode begun in an earlier rollout
+    carried = [first == 0 and not starts[0, n] for n, first, _ in pieces]
+    h0 = torch.stack([hidden[0, n] if c else torch.zeros_like(hidden[0, n]) for (n, _, _), c in zip(pieces, carried)])
     out, _ = encoder.gru(padded, h0.unsqueeze(0))
-    after = torch.stack(
-        [torch.cat([out[: end - first, i] for i, (m, first, end) in enumerate(pieces) if m == n]) for n in range(N)], 1
-    )
+    steps = [[out[: end - first, i] for i, (m, first, end) in enumerate(pieces) if m == n] for n in range(N)]
+    after = torch.stack([torch.cat(env_steps) for env_steps in steps], 1)  # (T, N, H): the memory after step t
     before = torch.cat([hidden, after[:-1]])  # the memory before step t (where no meta-episode starts there)
     return latent_before(encoder, before, starts)
 
@@ -313,18 +297,10 @@ def normc_(weight, gain=1.0):
     return weight
 
 
-def layer_init(layer, gain=5 / 3):
-    normc_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 class HyperNetwork(nn.Module):
-    """A base MLP (tanh between layers) whose every weight and bias is generated from the task embedding e.
-
-    META-RL LOGIC: linear in e, as in every paper experiment: base layer l (n_in -> n_out) has a weight head
-    Linear(d_e, n_out * n_in) and a bias head Linear(d_e, n_out), so W_l(e) = reshape(A_l e + c_l). `forward` computes
-    W_l(e) x = A_l (x outer e) + c_l x without building the per-sample weights; `generate` builds them."""
+    """META-RL LOGIC: a base MLP (tanh between layers) whose every weight and bias is a linear function of the task
+    embedding e (as in every paper experiment): layer l's weight head gives W_l(e) = reshape(A_l e + c_l), and
+    `forward` computes W_l(e) x = A_l (x outer e) + c_l x without building W_l(e); `generate` builds it."""
 
     def __init__(self, embed_dim, sizes, init, out_init):
         super().__init__()
@@ -361,8 +337,7 @@ def base_init_(weight, bias, kind):
 
 @torch.no_grad()
 def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
-    """Initialises one layer's heads with the scheme `init` (docs/method.md, Hypernetwork initialisations); `kind` is
-    the base layer's role: hidden, critic, discrete or continuous (output)."""
+    """Initialises a layer's heads by `init` (docs/method.md); `kind`: the base layer's role (hidden, critic, ...)."""
     d_e = w_head.in_features
     if init == "bias":  # Bias-HyperInit: at step 0, every latent gets the same, correctly initialised base network
         nn.init.zeros_(w_head.weight)
@@ -383,8 +358,8 @@ def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
         nn.init.zeros_(w_head.bias)
         nn.init.zeros_(b_head.bias)
     elif init == "naive":  # the heads initialised like ordinary layers (normc, gain 5/3): the failing baseline
-        layer_init(w_head)
-        layer_init(b_head)
+        base_init_(w_head.weight, w_head.bias, "hidden")
+        base_init_(b_head.weight, b_head.bias, "hidden")
     elif init == "kaiming":  # the 2023 paper's ablation: PyTorch's kaiming_uniform_ (tanh) heads, zero head biases
         for head in (w_head, b_head):
             nn.init.kaiming_uniform_(head.weight, nonlinearity="tanh")
@@ -438,9 +413,8 @@ class Agent(nn.Module):
 
 # ALGO LOGIC: PPO's advantages
 def compute_gae(rewards, values, terminals, final_values, next_value, args):
-    """GAE over a rollout (T, N). `terminals[t]` is 1 where step t ended the meta-episode: there the next state (a new
-    task's) is not bootstrapped, but `final_values[t]` is: the value of the true final state where the time limit cut
-    the meta-episode (--proper-time-limits), else 0. Inner episode ends are not terminal: they do not cut GAE."""
+    """GAE over a rollout (T, N). Where step t ended a meta-episode (`terminals[t]`) the next state, a new task's, is
+    not bootstrapped but `final_values[t]` is (see the rollout). Inner episode ends are not terminal: no cut there."""
     advantages = torch.zeros_like(rewards)
     lastgaelam = 0
     for t in reversed(range(rewards.shape[0])):
@@ -454,8 +428,7 @@ def compute_gae(rewards, values, terminals, final_values, next_value, args):
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """The held-out evaluation (envs.run_meta_episodes) with deterministic actions and the latent that the encoder
-    updates after every transition, from its prior. Returns the returns and success flags per task and episode."""
+    """The held-out evaluation (envs.run_meta_episodes): deterministic actions, the latent updated at every step."""
     latent, hidden = encoder.prior(len(tasks))
 
     def policy(obs, previous):
@@ -470,10 +443,11 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
 
 
 def eval_summary(returns, successes, args):
-    """The means that eval.json holds (and --eval-checkpoint prints), with the papers' Meta-World success (the fraction
-    of tasks with a success in an episode, averaged over the episodes), and the metrics logged under eval/."""
+    """eval.json (what --eval-checkpoint prints): mean returns, the papers' Meta-World success (the fraction of tasks
+    with a success in an episode, averaged over episodes), every task's results; and the metrics logged under eval/."""
     success, per_episode = float((successes > 0).mean(0).mean()), returns.mean(0)
     summary = {"return": float(returns.sum(1).mean()), "return_per_episode": per_episode.tolist(), "success": success}
+    summary |= {"returns": returns.tolist(), "successes": successes.tolist()}
     metrics = {"eval/return": returns.sum(1).mean()} | {f"eval/return_ep{k + 1}": r for k, r in enumerate(per_episode)}
     if args.env_id.startswith("MetaWorld"):  # and the tasks solved within as many episodes as training's meta-episodes
         metrics |= {"eval/success": success, "eval/success_any": successes[:, : args.episodes_per_task].max(1).mean()}
@@ -501,27 +475,16 @@ def load_checkpoint(path, env_id):
     return ckpt
 
 
-def env_snapshot(vector_env):
-    """The envs pickled, for an exact resume, where possible: pure-Python envs (GridNavi, TMaze) in a SyncVectorEnv.
-    MuJoCo's simulator does not pickle its state, and --async-envs keeps the envs in other processes."""
-    pure_python = isinstance(vector_env, gym.vector.SyncVectorEnv) and vector_env.envs[0].unwrapped.snapshot_by_pickle
-    return pickle.dumps(vector_env.envs) if pure_python else None
-
-
 def catch_stop_signals():
-    """SIGINT (Ctrl-C) and SIGTERM append to the returned list: the training loop stops after the iteration, with a
-    checkpoint. A second signal stops at once (the last checkpoint is intact: saves are atomic)."""
+    """SIGINT (Ctrl-C) or SIGTERM: stop after the iteration, with a checkpoint; a second one stops at once."""
     received = []
 
     def handle(signum, frame):
-        if received:
-            sys.exit(128 + signum)
-        received.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (a checkpoint is saved); send it again "
-              "to stop at once", flush=True)  # fmt: skip
+        sys.exit(128 + signum) if received else received.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration, with a checkpoint", flush=True)
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle)
     return received
 
 
@@ -542,11 +505,10 @@ class Logger:
         if resume_step is not None and os.path.exists(self.path):  # drop what was logged after the checkpoint
             with open(self.path, newline="") as f:
                 rows += [row for row in list(csv.reader(f))[1:] if int(row[0]) <= resume_step]
-        with open(f"{self.path}.tmp", "w", newline="") as f:
-            csv.writer(f).writerows(rows)
-        os.replace(f"{self.path}.tmp", self.path)
-        self.file = open(self.path, "a", newline="")
+        self.file = open(f"{self.path}.tmp", "w", newline="")  # written whole, then renamed: never half a file
         self.writer, self.wandb, self.latest, self.last_print = csv.writer(self.file), None, {}, 0.0
+        self.writer.writerows(rows)
+        os.replace(f"{self.path}.tmp", self.path)
         if args.track:
             import wandb
 
@@ -559,7 +521,8 @@ class Logger:
                     warnings.warn(f"wandb.init failed ({type(e).__name__}: {e}); {fallback}")
                     wandb.teardown()  # else the failed run keeps its id, and the offline run cannot take it
 
-    def log(self, metrics, step):
+    def log(self, metrics, step, total, last=False):
+        """Writes the metrics; prints progress every second on a terminal, every 30 s in a log file, and at the end."""
         now = f"{time.time():.3f}"
         self.writer.writerows([step, now, name, f"{value:.6g}"] for name, value in metrics.items())
         self.latest.update(metrics)
@@ -569,15 +532,12 @@ class Logger:
             except Exception as e:
                 warnings.warn(f"wandb.log failed ({e}); continuing with metrics.csv only")
                 self.wandb = None
-
-    def progress(self, step, total, sps, force=False):
-        """Every second on a terminal (overwriting the line), every 30 s in a log file."""
-        tty = sys.stdout.isatty()
-        if force or time.time() - self.last_print >= (1 if tty else 30):
+        tty, sps = sys.stdout.isatty(), self.latest.get("charts/SPS", 0.0)
+        if last or time.time() - self.last_print >= (1 if tty else 30):
             self.last_print, eta = time.time(), (total - step) / max(sps, 1e-9) / 3600
             line = f"{step:>11,}/{total:,} frames ({100 * step / total:5.1f}%) | {sps:,.0f} SPS | ETA {eta:5.2f} h"
             line += "".join(f" | {k} {v:.2f}" for k, v in self.latest.items() if k in ("charts/return", "eval/return"))
-            print(("\r" if tty else "") + line, end="" if tty and not force else "\n", flush=True)
+            print(("\r" if tty else "") + line, end="" if tty and not last else "\n", flush=True)
             self.file.flush()
 
     def close(self):
@@ -588,10 +548,8 @@ class Logger:
 
 # ALGO LOGIC: PPO's update, which trains the task encoder too
 def ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args):
-    """PPO's clipped-surrogate update on the rollout `batch` (a dict of (T, N, ...) tensors), in minibatches of whole
-    env sequences, which the encoder re-runs from their initial hidden states so that the PPO loss trains it (recurrent
-    PPO). Returns the losses of the last minibatch, the clip fraction, the explained variance and the encoder's gradient
-    norm, to log."""
+    """PPO's update on the rollout `batch` (a dict of (T, N, ...) tensors) in minibatches of whole env sequences, which
+    the encoder re-runs from their initial memory, so that the PPO loss trains it (recurrent PPO). Returns the logs."""
     env_inds, clipfracs, encoder_grad_norms = np.arange(args.num_envs), [], []
     envs_per_batch = args.num_envs // args.num_minibatches
     for epoch in range(args.update_epochs):
@@ -599,8 +557,8 @@ def ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args):
         for start in range(0, args.num_envs, envs_per_batch):
             mb = {key: value[:, env_inds[start : start + envs_per_batch]] for key, value in batch.items()}
             # META-RL LOGIC: re-run the encoder over these envs' rollouts, so that the PPO loss reaches it
-            encoder_inputs = (mb["enc_actions"], mb["raw_rewards"], mb["enc_next_obs"], mb["starts"], mb["hidden"])
-            latents = encode_rollout(encoder, *encoder_inputs).flatten(0, 1)
+            inputs = [mb[key] for key in ("enc_actions", "raw_rewards", "enc_next_obs", "starts", "hidden")]
+            latents = encode_rollout(encoder, *inputs).flatten(0, 1)
             mb = {key: value.flatten(0, 1) for key, value in mb.items() if key != "hidden"}
             _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb["obs"], latents, mb["actions"])
             logratio = newlogprob - mb["logprobs"]
@@ -652,8 +610,7 @@ if __name__ == "__main__":
     if args.resume or args.eval_checkpoint:  # a resumed (or evaluated) run keeps the checkpoint's settings
         ckpt = load_checkpoint(args.resume or args.eval_checkpoint, args.env_id)
         args = checkpoint_args(args, given, ckpt)
-    batch_size = args.num_envs * args.num_steps
-    num_iterations = args.total_timesteps // batch_size
+    num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if ckpt is not None:  # a resumed run keeps its name and folder; an evaluation's videos go to `{name}-eval`
         run_name = ckpt["run_name"] if args.resume else f"{ckpt['run_name']}-eval"
@@ -677,9 +634,9 @@ if __name__ == "__main__":
     eval_tasks = envs.evaluation_tasks(args.env_id, args.num_eval_tasks, args.eval_seed)
 
     agent = Agent(obs_space, action_space, args).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     encoder = Encoder(obs_dim, action_dim, args).to(device)
-    encoder_optimizer = optim.Adam(encoder.parameters(), lr=args.learning_rate, fused=True)  # its own Adam, same lr
+    encoder_optimizer = torch.optim.Adam(encoder.parameters(), lr=args.learning_rate, fused=True)  # its own, same lr
     reward_normalizer = RewardNormalizer(args.num_envs, args.gamma, args.reward_clip)
     finished_returns = []  # the returns of the episodes of each meta-episode finished in this iteration
     learners = dict(agent=agent, optimizer=optimizer, encoder=encoder, encoder_optimizer=encoder_optimizer)
@@ -707,10 +664,8 @@ if __name__ == "__main__":
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
     latents = torch.zeros((args.num_steps, args.num_envs, 2 * args.latent_dim)).to(device)
     actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape).to(device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    terminals = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    final_values = torch.zeros((args.num_steps, args.num_envs)).to(device)  # where a time limit cut a meta-episode
+    # final_values: the value of the true final state where a time limit cut a meta-episode, else 0
+    logprobs, rewards, terminals, final_values = torch.zeros((4, args.num_steps, args.num_envs)).to(device)
     # META-RL LOGIC: what the encoder saw at every step, and where meta-episodes began, to re-run it in the update
     enc_actions = torch.zeros((args.num_steps, args.num_envs, action_dim)).to(device)
     raw_rewards = torch.zeros((args.num_steps, args.num_envs, 1)).to(device)
@@ -720,16 +675,15 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: start the game
     start_time, start_step = time.time(), global_step
     next_obs = torch.Tensor(train_envs.reset(seed=args.seed + 1000 * (start_iteration - 1))[0]).to(device)
-    with torch.no_grad():
-        hidden = encoder.prior(args.num_envs)[1]
+    hidden = torch.zeros((1, args.num_envs, args.encoder_gru_hidden_size), device=device)  # the memory, zero at first
     next_start = torch.ones(args.num_envs, dtype=torch.bool, device=device)  # every env starts a meta-episode
     if args.resume and ckpt["rollout"] is not None:  # META-RL LOGIC: every env continues its meta-episode and memory
         train_envs.envs, next_obs = pickle.loads(ckpt["rollout"]["envs"]), ckpt["rollout"]["next_obs"].to(device)
         hidden, next_start = ckpt["rollout"]["hidden"].to(device), ckpt["rollout"]["next_start"].to(device)
         reward_normalizer.returns = ckpt["rollout"]["reward_returns"]
     elif args.resume:
-        warnings.warn(f"{args.env_id} envs cannot be restored exactly (see env_snapshot): fresh meta-episodes")
-    if args.resume:
+        warnings.warn(f"{args.env_id} envs cannot be restored exactly (not pickled): fresh meta-episodes")
+    if args.resume:  # and the generators continue where they stopped
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
     stop = catch_stop_signals()  # Ctrl-C / SIGTERM: a checkpoint at the end of the iteration, then exit
@@ -766,9 +720,8 @@ if __name__ == "__main__":
             enc_next = envs.true_next_obs(next_obs_np, infos)
             enc_actions[step], enc_next_obs[step] = torch.as_tensor(enc_action), torch.as_tensor(enc_next)
             raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
-            enc_inputs = (enc_action, reward.astype(np.float32), enc_next)
             with torch.no_grad():
-                next_latent, hidden = encoder.step(*(torch.as_tensor(x, device=device) for x in enc_inputs), hidden)
+                next_latent, hidden = encoder.step(enc_actions[step], raw_rewards[step], enc_next_obs[step], hidden)
             # META-RL LOGIC: a meta-episode cut by the time limit bootstraps from the value of its true final state,
             # with the latent that has seen the last transition (--proper-time-limits)
             final_values[step] = 0.0
@@ -806,22 +759,23 @@ if __name__ == "__main__":
             agent.obs_rms.update(obs)
             metrics.update(ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args))
 
-        metrics["charts/SPS"] = sps = (global_step - start_step) / (time.time() - start_time)
+        metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start_time)
         last = iteration == num_iterations
         if (args.eval_every and iteration % args.eval_every == 0) or last:
             eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir if last else None)
             metrics.update(eval_summary(*eval_results, args)[1])
-        logger.log(metrics, global_step)
-        logger.progress(global_step, args.total_timesteps, sps, force=last)
+        logger.log(metrics, global_step, args.total_timesteps, last)
         if problem := nonfinite(metrics, {"agent": agent, "encoder": encoder}):
             kept = f"the last good checkpoint, {checkpoint_path} (iteration {saved_iteration}), is kept"
             kept = kept if saved_iteration else "no checkpoint was saved (--save-model keeps one every --save-every)"
             sys.exit(f"error: non-finite {problem} at iteration {iteration} ({global_step:,} frames); {kept}")
         if (args.save_model and (iteration % args.save_every == 0 or last)) or stop:
             logger.file.flush()
-            rollout, snapshot = None, env_snapshot(train_envs)
-            if snapshot is not None:  # everything else the next iteration depends on, for an exact resume
-                rollout = dict(envs=snapshot, next_obs=next_obs, hidden=hidden, next_start=next_start)
+            rollout = None  # the rest of what the next iteration depends on, where the envs pickle with their state
+            if isinstance(train_envs, gym.vector.SyncVectorEnv) and train_envs.envs[0].unwrapped.snapshot_by_pickle:
+                rollout = dict(
+                    envs=pickle.dumps(train_envs.envs), next_obs=next_obs, hidden=hidden, next_start=next_start
+                )
                 rollout["reward_returns"] = reward_normalizer.returns
             rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
             save_checkpoint(
@@ -840,8 +794,7 @@ if __name__ == "__main__":
     if start_iteration > num_iterations:  # a finished run resumed: evaluate again
         eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
     result = {"env_id": args.env_id, "global_step": global_step, "tasks": [np.asarray(t).tolist() for t in eval_tasks]}
-    result |= eval_summary(*eval_results, args)[0] | {"returns": eval_results[0].tolist()}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump(result | {"successes": eval_results[1].tolist()}, f, indent=1)
+        json.dump(result | eval_summary(*eval_results, args)[0], f, indent=1)
     train_envs.close()
     logger.close()

@@ -6,8 +6,7 @@ q(m | tau_:t) = N(mu_t, sigma_t). A hypernetwork generates every weight of the p
 [mu_t, logvar_t], with Bias-HyperInit by default. PPO trains the policy on meta-episodes: k episodes of one task.
 Differs from `varibad_standard.py` only in the policy (there the latent is concatenated to the state).
 
-    python varibad_hyper.py --env-id GridNavi            # the paper's preset for GridNavi
-    python varibad_hyper.py --env-id CheetahDir --help   # shows CheetahDir's preset as the defaults
+    python varibad_hyper.py --env-id CheetahDir   # the paper's preset for CheetahDir (--help shows it)
 """
 
 import csv
@@ -20,7 +19,6 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -28,15 +26,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.optim as optim
 import tyro
-from torch.distributions.categorical import Categorical
-from torch.distributions.normal import Normal
+from torch.distributions import Categorical, Normal
 
 import envs
 
 
-@dataclass
+@dataclasses.dataclass
 class Args:
     """`--env-id X` loads the paper's preset for X (docs/method.md, Presets); any flag given overrides it."""
 
@@ -82,8 +78,6 @@ class Args:
     save_every: int = 250  # with --save-model, write a checkpoint every this many iterations
     resume: Optional[str] = None  # path of a checkpoint to continue training from
     eval_checkpoint: Optional[str] = None  # path of a checkpoint to evaluate (no training)
-
-    # Task encoder and policy arguments
     latent_dim: int = 5  # size of the task latent m (the policy sees [mu, logvar], twice this)
     encoder_gru_hidden_size: int = 256  # hidden size of the encoder's GRU
     encoder_gru_chrono: int = 0  # if T >= 2: chrono init of the GRU's update-gate bias, for memory over ~T steps
@@ -142,8 +136,7 @@ vae_batch_num_trajs vae_buffer_size""".split()
 # TRY NOT TO MODIFY: command line, presets and resume
 def apply_preset(args):
     """`args` with its env's preset (and the env's episodes per task) filled in."""
-    preset = dict(PRESETS[args.env_id], episodes_per_task=envs.EPISODES_PER_TASK[args.env_id])
-    return dataclasses.replace(args, **preset)
+    return dataclasses.replace(args, **PRESETS[args.env_id], episodes_per_task=envs.EPISODES_PER_TASK[args.env_id])
 
 
 def args_error(args):
@@ -210,8 +203,7 @@ def checkpoint_args(args, given, ckpt):
 
 # TRY NOT TO MODIFY: bookkeeping and running statistics
 class RunningMeanStd(nn.Module):
-    """Running mean and variance (parallel algorithm) in buffers, so that they travel with the state_dict. Calling it
-    normalises."""
+    """Running mean and variance (parallel algorithm), buffers that travel with the state_dict; calling normalises."""
 
     def __init__(self, shape=()):
         super().__init__()
@@ -419,18 +411,10 @@ def normc_(weight, gain=1.0):
     return weight
 
 
-def layer_init(layer, gain=5 / 3):
-    normc_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 class HyperNetwork(nn.Module):
-    """A base MLP (tanh between layers) whose every weight and bias is generated from the task embedding e.
-
-    META-RL LOGIC: linear in e, as in every paper experiment: base layer l (n_in -> n_out) has a weight head
-    Linear(d_e, n_out * n_in) and a bias head Linear(d_e, n_out), so W_l(e) = reshape(A_l e + c_l). `forward` computes
-    W_l(e) x = A_l (x outer e) + c_l x without building the per-sample weights; `generate` builds them."""
+    """META-RL LOGIC: a base MLP (tanh between layers) whose every weight and bias is a linear function of the task
+    embedding e (as in every paper experiment): layer l's weight head gives W_l(e) = reshape(A_l e + c_l), and
+    `forward` computes W_l(e) x = A_l (x outer e) + c_l x without building W_l(e); `generate` builds it."""
 
     def __init__(self, embed_dim, sizes, init, out_init):
         super().__init__()
@@ -467,8 +451,7 @@ def base_init_(weight, bias, kind):
 
 @torch.no_grad()
 def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
-    """Initialises one layer's heads with the scheme `init` (docs/method.md, Hypernetwork initialisations); `kind` is
-    the base layer's role: hidden, critic, discrete or continuous (output)."""
+    """Initialises a layer's heads by `init` (docs/method.md); `kind`: the base layer's role (hidden, critic, ...)."""
     d_e = w_head.in_features
     if init == "bias":  # Bias-HyperInit: at step 0, every latent gets the same, correctly initialised base network
         nn.init.zeros_(w_head.weight)
@@ -489,8 +472,8 @@ def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
         nn.init.zeros_(w_head.bias)
         nn.init.zeros_(b_head.bias)
     elif init == "naive":  # the heads initialised like ordinary layers (normc, gain 5/3): the failing baseline
-        layer_init(w_head)
-        layer_init(b_head)
+        base_init_(w_head.weight, w_head.bias, "hidden")
+        base_init_(b_head.weight, b_head.bias, "hidden")
     elif init == "kaiming":  # the 2023 paper's ablation: PyTorch's kaiming_uniform_ (tanh) heads, zero head biases
         for head in (w_head, b_head):
             nn.init.kaiming_uniform_(head.weight, nonlinearity="tanh")
@@ -544,9 +527,8 @@ class Agent(nn.Module):
 
 # ALGO LOGIC: PPO's advantages
 def compute_gae(rewards, values, terminals, final_values, next_value, args):
-    """GAE over a rollout (T, N). `terminals[t]` is 1 where step t ended the meta-episode: there the next state (a new
-    task's) is not bootstrapped, but `final_values[t]` is: the value of the true final state where the time limit cut
-    the meta-episode (--proper-time-limits), else 0. Inner episode ends are not terminal: they do not cut GAE."""
+    """GAE over a rollout (T, N). Where step t ended a meta-episode (`terminals[t]`) the next state, a new task's, is
+    not bootstrapped but `final_values[t]` is (see the rollout). Inner episode ends are not terminal: no cut there."""
     advantages = torch.zeros_like(rewards)
     lastgaelam = 0
     for t in reversed(range(rewards.shape[0])):
@@ -560,8 +542,7 @@ def compute_gae(rewards, values, terminals, final_values, next_value, args):
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """The held-out evaluation (envs.run_meta_episodes) with deterministic actions and the latent that the encoder
-    updates after every transition, from its prior. Returns the returns and success flags per task and episode."""
+    """The held-out evaluation (envs.run_meta_episodes): deterministic actions, the latent updated at every step."""
     latent, hidden = encoder.prior(len(tasks))
 
     def policy(obs, previous):
@@ -576,10 +557,11 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
 
 
 def eval_summary(returns, successes, args):
-    """The means that eval.json holds (and --eval-checkpoint prints), with the papers' Meta-World success (the fraction
-    of tasks with a success in an episode, averaged over the episodes), and the metrics logged under eval/."""
+    """eval.json (what --eval-checkpoint prints): mean returns, the papers' Meta-World success (the fraction of tasks
+    with a success in an episode, averaged over episodes), every task's results; and the metrics logged under eval/."""
     success, per_episode = float((successes > 0).mean(0).mean()), returns.mean(0)
     summary = {"return": float(returns.sum(1).mean()), "return_per_episode": per_episode.tolist(), "success": success}
+    summary |= {"returns": returns.tolist(), "successes": successes.tolist()}
     metrics = {"eval/return": returns.sum(1).mean()} | {f"eval/return_ep{k + 1}": r for k, r in enumerate(per_episode)}
     if args.env_id.startswith("MetaWorld"):  # and the tasks solved within as many episodes as training's meta-episodes
         metrics |= {"eval/success": success, "eval/success_any": successes[:, : args.episodes_per_task].max(1).mean()}
@@ -607,27 +589,16 @@ def load_checkpoint(path, env_id):
     return ckpt
 
 
-def env_snapshot(vector_env):
-    """The envs pickled, for an exact resume, where possible: pure-Python envs (GridNavi, TMaze) in a SyncVectorEnv.
-    MuJoCo's simulator does not pickle its state, and --async-envs keeps the envs in other processes."""
-    pure_python = isinstance(vector_env, gym.vector.SyncVectorEnv) and vector_env.envs[0].unwrapped.snapshot_by_pickle
-    return pickle.dumps(vector_env.envs) if pure_python else None
-
-
 def catch_stop_signals():
-    """SIGINT (Ctrl-C) and SIGTERM append to the returned list: the training loop stops after the iteration, with a
-    checkpoint. A second signal stops at once (the last checkpoint is intact: saves are atomic)."""
+    """SIGINT (Ctrl-C) or SIGTERM: stop after the iteration, with a checkpoint; a second one stops at once."""
     received = []
 
     def handle(signum, frame):
-        if received:
-            sys.exit(128 + signum)
-        received.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (a checkpoint is saved); send it again "
-              "to stop at once", flush=True)  # fmt: skip
+        sys.exit(128 + signum) if received else received.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration, with a checkpoint", flush=True)
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle)
     return received
 
 
@@ -648,11 +619,10 @@ class Logger:
         if resume_step is not None and os.path.exists(self.path):  # drop what was logged after the checkpoint
             with open(self.path, newline="") as f:
                 rows += [row for row in list(csv.reader(f))[1:] if int(row[0]) <= resume_step]
-        with open(f"{self.path}.tmp", "w", newline="") as f:
-            csv.writer(f).writerows(rows)
-        os.replace(f"{self.path}.tmp", self.path)
-        self.file = open(self.path, "a", newline="")
+        self.file = open(f"{self.path}.tmp", "w", newline="")  # written whole, then renamed: never half a file
         self.writer, self.wandb, self.latest, self.last_print = csv.writer(self.file), None, {}, 0.0
+        self.writer.writerows(rows)
+        os.replace(f"{self.path}.tmp", self.path)
         if args.track:
             import wandb
 
@@ -665,7 +635,8 @@ class Logger:
                     warnings.warn(f"wandb.init failed ({type(e).__name__}: {e}); {fallback}")
                     wandb.teardown()  # else the failed run keeps its id, and the offline run cannot take it
 
-    def log(self, metrics, step):
+    def log(self, metrics, step, total, last=False):
+        """Writes the metrics; prints progress every second on a terminal, every 30 s in a log file, and at the end."""
         now = f"{time.time():.3f}"
         self.writer.writerows([step, now, name, f"{value:.6g}"] for name, value in metrics.items())
         self.latest.update(metrics)
@@ -675,15 +646,12 @@ class Logger:
             except Exception as e:
                 warnings.warn(f"wandb.log failed ({e}); continuing with metrics.csv only")
                 self.wandb = None
-
-    def progress(self, step, total, sps, force=False):
-        """Every second on a terminal (overwriting the line), every 30 s in a log file."""
-        tty = sys.stdout.isatty()
-        if force or time.time() - self.last_print >= (1 if tty else 30):
+        tty, sps = sys.stdout.isatty(), self.latest.get("charts/SPS", 0.0)
+        if last or time.time() - self.last_print >= (1 if tty else 30):
             self.last_print, eta = time.time(), (total - step) / max(sps, 1e-9) / 3600
             line = f"{step:>11,}/{total:,} frames ({100 * step / total:5.1f}%) | {sps:,.0f} SPS | ETA {eta:5.2f} h"
             line += "".join(f" | {k} {v:.2f}" for k, v in self.latest.items() if k in ("charts/return", "eval/return"))
-            print(("\r" if tty else "") + line, end="" if tty and not force else "\n", flush=True)
+            print(("\r" if tty else "") + line, end="" if tty and not last else "\n", flush=True)
             self.file.flush()
 
     def close(self):
@@ -747,8 +715,7 @@ if __name__ == "__main__":
     if args.resume or args.eval_checkpoint:  # a resumed (or evaluated) run keeps the checkpoint's settings
         ckpt = load_checkpoint(args.resume or args.eval_checkpoint, args.env_id)
         args = checkpoint_args(args, given, ckpt)
-    batch_size = args.num_envs * args.num_steps
-    num_iterations = args.total_timesteps // batch_size
+    num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if ckpt is not None:  # a resumed run keeps its name and folder; an evaluation's videos go to `{name}-eval`
         run_name = ckpt["run_name"] if args.resume else f"{ckpt['run_name']}-eval"
@@ -772,10 +739,10 @@ if __name__ == "__main__":
     eval_tasks = envs.evaluation_tasks(args.env_id, args.num_eval_tasks, args.eval_seed)
 
     agent = Agent(obs_space, action_space, args).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     encoder = Encoder(obs_dim, action_dim, args).to(device)
     decoder = Decoder(obs_dim, action_dim, args).to(device)
-    vae_optimizer = optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=args.vae_lr, fused=True)
+    vae_optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=args.vae_lr, fused=True)
     dims = (obs_dim, action_dim, 1, obs_dim)  # a transition as the VAE stores it: obs, action, reward, next obs
     vae_buffer = TrajectoryBuffer(args.vae_buffer_size, dims, args.seed)
     running = [[] for _ in range(args.num_envs)]  # META-RL LOGIC: the transitions of each env's unfinished meta-episode
@@ -806,10 +773,8 @@ if __name__ == "__main__":
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
     latents = torch.zeros((args.num_steps, args.num_envs, 2 * args.latent_dim)).to(device)
     actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape).to(device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    terminals = torch.zeros((args.num_steps, args.num_envs)).to(device)
-    final_values = torch.zeros((args.num_steps, args.num_envs)).to(device)  # where a time limit cut a meta-episode
+    # final_values: the value of the true final state where a time limit cut a meta-episode, else 0
+    logprobs, rewards, terminals, final_values = torch.zeros((4, args.num_steps, args.num_envs)).to(device)
 
     # TRY NOT TO MODIFY: start the game
     start_time, start_step = time.time(), global_step
@@ -818,8 +783,8 @@ if __name__ == "__main__":
         train_envs.envs, next_obs = pickle.loads(ckpt["rollout"]["envs"]), ckpt["rollout"]["next_obs"].to(device)
         running, reward_normalizer.returns = ckpt["rollout"]["running"], ckpt["rollout"]["reward_returns"]
     elif args.resume:
-        warnings.warn(f"{args.env_id} envs cannot be restored exactly (see env_snapshot): fresh meta-episodes")
-    if args.resume:
+        warnings.warn(f"{args.env_id} envs cannot be restored exactly (not pickled): fresh meta-episodes")
+    if args.resume:  # and the generators continue where they stopped
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
     stop = catch_stop_signals()  # Ctrl-C / SIGTERM: a checkpoint at the end of the iteration, then exit
@@ -906,22 +871,21 @@ if __name__ == "__main__":
             names = ("vae_loss", "vae_reconstruction_reward", "vae_reconstruction_state", "vae_kl")
             metrics.update(zip([f"losses/{name}" for name in names], np.mean(vae_losses, axis=0)) if vae_losses else {})
 
-        metrics["charts/SPS"] = sps = (global_step - start_step) / (time.time() - start_time)
+        metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start_time)
         last = iteration == num_iterations
         if (args.eval_every and iteration % args.eval_every == 0) or last:
             eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir if last else None)
             metrics.update(eval_summary(*eval_results, args)[1])
-        logger.log(metrics, global_step)
-        logger.progress(global_step, args.total_timesteps, sps, force=last)
+        logger.log(metrics, global_step, args.total_timesteps, last)
         if problem := nonfinite(metrics, {"agent": agent, "encoder": encoder, "decoder": decoder}):
             kept = f"the last good checkpoint, {checkpoint_path} (iteration {saved_iteration}), is kept"
             kept = kept if saved_iteration else "no checkpoint was saved (--save-model keeps one every --save-every)"
             sys.exit(f"error: non-finite {problem} at iteration {iteration} ({global_step:,} frames); {kept}")
         if (args.save_model and (iteration % args.save_every == 0 or last)) or stop:
             logger.file.flush()
-            rollout, snapshot = None, env_snapshot(train_envs)
-            if snapshot is not None:  # everything else the next iteration depends on, for an exact resume
-                rollout = dict(envs=snapshot, next_obs=next_obs, running=running)
+            rollout = None  # the rest of what the next iteration depends on, where the envs pickle with their state
+            if isinstance(train_envs, gym.vector.SyncVectorEnv) and train_envs.envs[0].unwrapped.snapshot_by_pickle:
+                rollout = dict(envs=pickle.dumps(train_envs.envs), next_obs=next_obs, running=running)
                 rollout["reward_returns"] = reward_normalizer.returns
             rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
             save_checkpoint(
@@ -940,8 +904,7 @@ if __name__ == "__main__":
     if start_iteration > num_iterations:  # a finished run resumed: evaluate again
         eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
     result = {"env_id": args.env_id, "global_step": global_step, "tasks": [np.asarray(t).tolist() for t in eval_tasks]}
-    result |= eval_summary(*eval_results, args)[0] | {"returns": eval_results[0].tolist()}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump(result | {"successes": eval_results[1].tolist()}, f, indent=1)
+        json.dump(result | eval_summary(*eval_results, args)[0], f, indent=1)
     train_envs.close()
     logger.close()

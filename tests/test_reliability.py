@@ -301,8 +301,8 @@ def test_wandb_log_failure_warns_once_and_training_goes_on(tmp_path):
     logger = varibad_standard.Logger(str(tmp_path), args, "run")
     logger.wandb = Broken()
     with pytest.warns(UserWarning, match="wandb.log failed"):
-        logger.log({"a": 1.0}, 1)
-    logger.log({"a": 2.0}, 2)  # no second warning, no exception
+        logger.log({"a": 1.0}, 1, 10)
+    logger.log({"a": 2.0}, 2, 10)  # no second warning, no exception
     logger.close()
     assert Broken.calls == 1
     with open(tmp_path / "metrics.csv") as f:
