@@ -291,7 +291,10 @@ class Decoder(nn.Module):
         super().__init__()
         self.reward_kind, L = args.reward_decoder, args.latent_dim
         S, A = args.state_embedding_size, args.action_embedding_size
-        embeddings = lambda: nn.ModuleList([nn.Linear(obs_dim, S), *([nn.Linear(action_dim, A)] if A else [])])  # noqa: E731
+
+        def embeddings():  # a decoder's own embeddings of a state and an action (none if A = 0)
+            return nn.ModuleList([nn.Linear(obs_dim, S), *([nn.Linear(action_dim, A)] if A else [])])
+
         if self.reward_kind != "none":
             self.reward_embed = embeddings()
             self.reward = mlp([L if self.reward_kind == "grid" else L + 2 * S + A, *args.reward_decoder_layers,
