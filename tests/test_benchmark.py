@@ -254,7 +254,8 @@ def test_read_metrics_keeps_the_resumed_rows_and_hours_skip_the_pause(tmp_path):
 def test_bootstrap_interval_and_grid():
     rng = np.random.default_rng(0)
     low, high = plot.bootstrap_ci(np.full((3, 5), 2.0), rng)
-    np.testing.assert_allclose(low, 2.0) and np.testing.assert_allclose(high, 2.0)
+    np.testing.assert_allclose(low, 2.0)
+    np.testing.assert_allclose(high, 2.0)
     samples = rng.normal(size=(50, 1))
     low, high = plot.bootstrap_ci(samples, rng)
     mean, sem = samples.mean(), samples.std() / np.sqrt(50)
