@@ -139,10 +139,15 @@ def now():
 
 
 def record_command(work, cmd, threads):
-    """Appends one launch to `{work}/command.txt`; it becomes the run's command.txt in the results."""
+    """Appends one launch to `{work}/command.txt`; it becomes the run's command.txt in the results. The command runs
+    from the repository root and names no machine's folders: the work folder and the script are relative paths."""
+    launch = ["python", os.path.relpath(cmd[1], work), *cmd[2:]]
     with open(os.path.join(work, "command.txt"), "a") as f:
-        f.write(f"# {now()}, commit {git_commit()}\n# cwd {work}\n")
-        f.write(f"OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {shlex.join(cmd)}\n")
+        f.write(f"# {now()}, commit {git_commit()}; from the repository root:\n")
+        f.write(
+            f"cd {shlex.quote(os.path.relpath(work, ROOT))} && OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+        )
+        f.write(f"{shlex.join(launch)}\n")
 
 
 def collect(run, results_dir, work_dir, python):

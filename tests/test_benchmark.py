@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -120,6 +121,9 @@ def test_runner_runs_skips_collects_and_resumes(tmp_path):
         assert json.loads((results / key / "eval.json").read_text())["global_step"] == 240
         command = (results / key / "command.txt").read_text()
         assert "commit" in command and "--save-model" in command and "--label" not in command
+        launch = shlex.split(next(line for line in command.splitlines() if not line.startswith("#")))
+        assert launch[:2] == ["cd", os.path.relpath(work / key, ROOT)] and "python" in launch
+        assert not any(token.startswith("/") for token in launch)  # relative paths only: no machine's folders
         assert f"--seed {key[-2:]}" in command and "--total-timesteps 240" in command
         metrics = gzip.decompress((results / key / "metrics.csv.gz").read_bytes())
         assert metrics == next((work / key / "runs").glob("*/metrics.csv")).read_bytes() and b"eval/return" in metrics
