@@ -645,10 +645,10 @@ if __name__ == "__main__":
             # ALGO LOGIC: action logic (the values are computed after the rollout, in one batch)
             with torch.no_grad():
                 action, logprob, _ = agent.act(agent.features(next_obs, next_latent))
-            actions[step], logprobs[step] = action, logprob
+            actions[step], logprobs[step], action_np = action, logprob, action.cpu().numpy()
 
             # TRY NOT TO MODIFY: execute the game and log data.
-            next_obs_np, reward, terminations, truncations, infos = train_envs.step(action.cpu().numpy())
+            next_obs_np, reward, terminations, truncations, infos = train_envs.step(action_np)
             done = np.logical_or(terminations, truncations)
             rewards[step] = torch.as_tensor(reward_normalizer(reward, done), device=device)
             terminals[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
@@ -657,7 +657,7 @@ if __name__ == "__main__":
                 finished_returns += list(ended["episode_returns"][ended["_episode_returns"]])
 
             # META-RL LOGIC: the encoder sees the sampled action, the raw reward and the true next state
-            enc_action = envs.action_vectors(action.cpu().numpy(), action_space)
+            enc_action = envs.action_vectors(action_np, action_space)
             enc_next = envs.true_next_obs(next_obs_np, infos)
             enc_actions[step], enc_next_obs[step] = torch.as_tensor(enc_action), torch.as_tensor(enc_next)
             raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
