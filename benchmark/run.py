@@ -26,6 +26,7 @@ import fcntl
 import glob
 import gzip
 import os
+import platform
 import shlex
 import shutil
 import signal
@@ -138,12 +139,25 @@ def now():
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def record_command(work, cmd, threads):
+def cpu_model():
+    """The CPU's model name (Linux /proc/cpuinfo, else the platform's word for it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def record_command(work, cmd, threads, others=()):
     """Appends one launch to `{work}/command.txt`; it becomes the run's command.txt in the results. The command runs
-    from the repository root and names no machine's folders: the work folder and the script are relative paths."""
+    from the repository root and names no machine's folders: the work folder and the script are relative paths. The
+    machine line says what ran beside it: the load average and this runner's other runs (`others`)."""
     launch = ["python", os.path.relpath(cmd[1], work), *cmd[2:]]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     with open(os.path.join(work, "command.txt"), "a") as f:
         f.write(f"# {now()}, commit {git_commit()}; from the repository root:\n")
+        f.write(f"# machine: {cpu_model()}, {os.cpu_count()} CPUs; load average {load}; ")
+        f.write(f"this runner's other runs: {', '.join(others) or 'none'}\n")
         f.write(
             f"cd {shlex.quote(os.path.relpath(work, ROOT))} && OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         )
@@ -230,7 +244,7 @@ def execute(runs, args):
                     continue
                 ckpt = checkpoint_path(work)
                 cmd = command(run, args.python, os.path.relpath(ckpt, work) if ckpt else None)
-                record_command(work, cmd, args.threads)
+                record_command(work, cmd, args.threads, sorted(active))
                 log = open(os.path.join(work, "stdout.log"), "a")
                 proc = subprocess.Popen(
                     cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

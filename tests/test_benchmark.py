@@ -125,9 +125,12 @@ def test_runner_runs_skips_collects_and_resumes(tmp_path):
         assert launch[:2] == ["cd", os.path.relpath(work / key, ROOT)] and "python" in launch
         assert not any(token.startswith("/") for token in launch)  # relative paths only: no machine's folders
         assert f"--seed {key[-2:]}" in command and "--total-timesteps 240" in command
+        machine = next(line for line in command.splitlines() if line.startswith("# machine: "))
+        assert f"{os.cpu_count()} CPUs; load average " in machine and "this runner's other runs: " in machine
         metrics = gzip.decompress((results / key / "metrics.csv.gz").read_bytes())
         assert metrics == next((work / key / "runs").glob("*/metrics.csv")).read_bytes() and b"eval/return" in metrics
     assert out.count("done, collected") == 2
+    assert keys[0] in (results / keys[1] / "command.txt").read_text()  # started second, beside the first
 
     out = run_runner(tmp_path, *adhoc, "--", *TINY)  # again: nothing to do
     assert out.count("done, skipped") == 2 and "started" not in out
