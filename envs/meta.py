@@ -109,12 +109,13 @@ def action_vectors(actions, action_space):
     return np.asarray(actions, dtype=np.float32)
 
 
-def run_meta_episodes(env_id, tasks, episodes_per_task, seed, policy, video_dir=None):
+def run_meta_episodes(env_id, tasks, episodes_per_task, seed, policy, video_dir=None, on_step=None):
     """The held-out evaluation protocol: one meta-episode of `episodes_per_task` episodes per task, side by side, env i
     reset with `seed + i`. `policy(obs, previous)` returns the actions of all envs for their observations (n, ...);
     `previous` is None at the first step, then every env's last transition as a task encoder takes it: (action vectors,
     rewards, true next observations), as float32. Returns the return and the success flag (1 where the env reported a
-    success) of every task and episode (n, episodes), and the steps per task. `video_dir`: records the first task."""
+    success) of every task and episode (n, episodes), and the steps per task. `video_dir`: records the first task.
+    `on_step(i, env, reward, info)`, if given, is called after every step of env i (e.g. to record what it knows)."""
     n, k = len(tasks), episodes_per_task
     eval_envs = [make_env(env_id, k, "test", "rgb_array" if video_dir else None)() for _ in tasks]
     if video_dir:
@@ -127,6 +128,8 @@ def run_meta_episodes(env_id, tasks, episodes_per_task, seed, policy, video_dir=
         next_obs, rewards, true_next = obs.copy(), np.zeros(n, dtype=np.float32), obs.copy()
         for i in np.flatnonzero(active):
             next_obs[i], rewards[i], terminated, truncated, info = eval_envs[i].step(actions[i])
+            if on_step is not None:
+                on_step(i, eval_envs[i], rewards[i], info)
             true_next[i] = info.get("inner_final_obs", next_obs[i])
             returns[i, episode[i]] += rewards[i]
             successes[i, episode[i]] = max(successes[i, episode[i]], float(info.get("success", 0.0)))

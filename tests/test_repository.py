@@ -48,7 +48,8 @@ def test_the_shared_blocks_are_identical_in_the_four_scripts(start, end):
 
 def test_readme_is_a_front_page_and_every_file_it_cites_exists():
     assert len(read("README.md").encode()) < 12_000
-    for page in ["README.md", *[os.path.join("docs", p) for p in os.listdir(os.path.join(ROOT, "docs"))]]:
+    pages = [os.path.join("docs", p) for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")]
+    for page in ["README.md", *pages]:
         folder = os.path.dirname(os.path.join(ROOT, page))
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", read(page)):  # markdown links and images
             if not target.startswith(("http://", "https://")):
@@ -60,7 +61,7 @@ def test_readme_is_a_front_page_and_every_file_it_cites_exists():
 def test_the_docs_line_pointers_point_at_what_they_name():
     """A pointer is a link [`name`](../script.py#L10) or [`name`](../script.py#L10-L20): the lines hold `name`."""
     pointers = 0
-    for page in os.listdir(os.path.join(ROOT, "docs")):
+    for page in [p for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")]:
         for name, script, first, last in re.findall(r"\[`([^`]+)`\]\(\.\./([\w/]+\.py)#L(\d+)(?:-L(\d+))?\)",
                                                     read(os.path.join("docs", page))):  # fmt: skip
             lines = read(script).splitlines()[int(first) - 1 : int(last or first)]
