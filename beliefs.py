@@ -90,7 +90,7 @@ def play(agent, encoder, args, tasks):
         record = per_task[i]
         record["reward"].append(reward)
         record["ended"].append("inner_final_obs" in info)  # an inner episode ended here (not the last one)
-        if hasattr(env.unwrapped, "_pos"):  # the grid worlds: the agent's cell (before the reset, if one followed)
+        if args.env_id.startswith("GridNavi"):  # the agent's cell (before the reset, if one followed)
             cell = info["inner_final_obs"][:2] if "inner_final_obs" in info else env.unwrapped._pos
             record["position"].append(np.asarray(cell, dtype=np.float64))
         velocity = info.get("forward_velocity", info.get("x_velocity"))
