@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers share the cores: one torch thread each (set before torch loads)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def opengl_backend_missing():
