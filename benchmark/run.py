@@ -107,6 +107,13 @@ def state(run, results_dir, work_dir):
     return "todo"
 
 
+def running_keys(work_dir, exclude):
+    """The keys whose work folders have a run going now (this runner's, another runner's or one started by hand)."""
+    keys = sorted(os.listdir(work_dir)) if os.path.isdir(work_dir) else []
+    folders = [(key, os.path.join(work_dir, key)) for key in keys if key != exclude]
+    return [key for key, folder in folders if os.path.isdir(folder) and (processes_in(folder) or is_locked(folder))]
+
+
 def command(run, python, resume=None):
     cmd = [
         python,
@@ -151,13 +158,13 @@ def cpu_model():
 def record_command(work, cmd, threads, others=()):
     """Appends one launch to `{work}/command.txt`; it becomes the run's command.txt in the results. The command runs
     from the repository root and names no machine's folders: the work folder and the script are relative paths. The
-    machine line says what ran beside it: the load average and this runner's other runs (`others`)."""
+    machine line says what ran beside it: the load average and the other runs going in the work folder (`others`)."""
     launch = ["python", os.path.relpath(cmd[1], work), *cmd[2:]]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     with open(os.path.join(work, "command.txt"), "a") as f:
         f.write(f"# {now()}, commit {git_commit()}; from the repository root:\n")
         f.write(f"# machine: {cpu_model()}, {os.cpu_count()} CPUs; load average {load}; ")
-        f.write(f"this runner's other runs: {', '.join(others) or 'none'}\n")
+        f.write(f"other runs going: {', '.join(others) or 'none'}\n")
         f.write(
             f"cd {shlex.quote(os.path.relpath(work, ROOT))} && OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         )
@@ -244,7 +251,7 @@ def execute(runs, args):
                     continue
                 ckpt = checkpoint_path(work)
                 cmd = command(run, args.python, os.path.relpath(ckpt, work) if ckpt else None)
-                record_command(work, cmd, args.threads, sorted(active))
+                record_command(work, cmd, args.threads, running_keys(args.work_dir, exclude=run.key))
                 log = open(os.path.join(work, "stdout.log"), "a")
                 proc = subprocess.Popen(
                     cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

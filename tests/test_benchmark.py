@@ -126,7 +126,7 @@ def test_runner_runs_skips_collects_and_resumes(tmp_path):
         assert not any(token.startswith("/") for token in launch)  # relative paths only: no machine's folders
         assert f"--seed {key[-2:]}" in command and "--total-timesteps 240" in command
         machine = next(line for line in command.splitlines() if line.startswith("# machine: "))
-        assert f"{os.cpu_count()} CPUs; load average " in machine and "this runner's other runs: " in machine
+        assert f"{os.cpu_count()} CPUs; load average " in machine and "other runs going: " in machine
         metrics = gzip.decompress((results / key / "metrics.csv.gz").read_bytes())
         assert metrics == next((work / key / "runs").glob("*/metrics.csv")).read_bytes() and b"eval/return" in metrics
     assert out.count("done, collected") == 2
