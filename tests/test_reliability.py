@@ -180,6 +180,16 @@ def test_same_seed_same_metrics(script, tmp_path, finished_runs):
     assert metrics(only_run(tmp_path)) == metrics(finished_runs[script])
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_anneal_lr_decays_the_learning_rate_linearly_to_zero(script, tmp_path):
+    flags = ["--env-id", "GridNavi", "--num-envs", "2", "--num-steps", "20", "--num-minibatches", "1"]
+    flags += ["--precollect-frames", "0", "--num-eval-tasks", "1", "--total-timesteps", "160", "--anneal-lr"]
+    result = run(script, [*flags, "--learning-rate", "0.004"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    logged = [float(value) for _, name, value in metrics(only_run(tmp_path)) if name == "charts/learning_rate"]
+    assert logged == pytest.approx([0.004, 0.003, 0.002, 0.001])  # iteration i of 4: (1 - (i - 1) / 4) x the rate
+
+
 @pytest.mark.parametrize(
     "script,signum",
     [

@@ -339,6 +339,44 @@ def test_encoder_prior_is_one_gru_step_on_zero_input():
     assert not torch.allclose(prior, encoder.readout(torch.zeros(3, encoder.gru.hidden_size)))  # not of the zero state
 
 
+def test_trajectory_buffer_keeps_the_newest_meta_episodes_and_samples_them_padded():
+    dims = (2, 1, 1, 2)  # obs, action, reward, next obs
+    buffer = vs.TrajectoryBuffer(3, dims, seed=0)
+    trajs = [torch.full((length, 6), float(i)) for i, length in enumerate([4, 2, 5, 3, 1])]
+    for n, traj in enumerate(trajs):
+        buffer.add(traj)
+        assert len(buffer.trajs) == min(n + 1, 3)  # it grows to its capacity, then stays there
+    assert [t[0, 0].item() for t in buffer.trajs] == [3.0, 4.0, 2.0]  # 0 and 1, the oldest, were replaced in turn
+    copy = vs.TrajectoryBuffer(3, dims, seed=1)
+    copy.load_state_dict(buffer.state_dict())
+    obs, actions, rewards, next_obs, lengths = buffer.sample(3, torch.device("cpu"))
+    assert obs.shape == (5, 3, 2) and actions.shape == rewards.shape == (5, 3, 1) and next_obs.shape == (5, 3, 2)
+    assert sorted(lengths.tolist()) == [1, 3, 5]  # all three, each once (no replacement)
+    for b, length in enumerate(lengths.tolist()):
+        which = {1: 4.0, 3: 3.0, 5: 2.0}[length]
+        assert torch.all(obs[:length, b] == which) and torch.all(obs[length:, b] == 0)  # zero-padded after its end
+    again = copy.sample(3, torch.device("cpu"))  # a restored buffer draws the same batches
+    assert all(torch.equal(x, y) for x, y in zip(again, (obs, actions, rewards, next_obs, lengths)))
+
+
+def test_an_iteration_starts_from_the_unfinished_meta_episodes_re_encoded():
+    """encode_unfinished gives each env the latent and hidden state that the current encoder reaches by stepping
+    through that env's unfinished meta-episode from the start; the prior for an env with none."""
+    args = vs.apply_preset(vs.Args(env_id="CheetahDir"))
+    encoder, dims = vs.Encoder(20, 6, args), (20, 6, 1, 20)
+    rng = np.random.default_rng(0)
+    running = [[rng.normal(size=47).astype(np.float32) for _ in range(n)] for n in (3, 0, 5)]
+    latent, hidden = vs.encode_unfinished(encoder, running, dims, torch.device("cpu"))
+    with torch.no_grad():
+        for n, transitions in enumerate(running):
+            want, h = encoder.prior(1)
+            for transition in transitions:
+                _, action, reward, next_obs = torch.tensor(transition).split(dims)
+                want, h = encoder.step(action.view(1, -1), reward, next_obs.view(1, -1), h)
+            torch.testing.assert_close(latent[n : n + 1], want, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(hidden[:, n : n + 1], h, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("vs", [varibad_standard, varibad_hyper], ids=lambda m: m.__name__)
 @pytest.mark.parametrize("env_id", ["GridNavi", "CheetahDir"])
 def test_agent_interface_and_checkpoint_round_trip_reproduces_actions(env_id, vs, tmp_path):
@@ -426,7 +464,9 @@ def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path, script):
         returns.mean(0).tolist()
     )
     ckpt = run_dir / "checkpoint.pt"
-    assert ckpt.exists()
+    buffer = torch.load(ckpt, weights_only=False)["vae_buffer"]  # obs 3, action 5, reward 1, next obs 3 per step
+    rewards = buffer["steps"][:, 8]
+    assert len(buffer["lengths"]) > 0 and set(rewards.tolist()) <= {np.float32(-0.1), 1.0}  # raw, not normalised
     out = run_script(tmp_path, "--env-id", "GridNavi", "--eval-checkpoint", str(ckpt), "--capture-video", script=script)
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout.strip().splitlines()[-1])["return_per_episode"]) == 4
