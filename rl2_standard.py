@@ -163,7 +163,7 @@ def parse_args(argv=None):
     if env_id not in envs.ENV_IDS:
         sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
     args = tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
-    if error := args_error(args):
+    if not (args.resume or args.eval_checkpoint) and (error := args_error(args)):  # else checked in checkpoint_args
         sys.exit(f"error: {error}")
     return args, given
 
@@ -174,14 +174,17 @@ capture_video save_model save_every async_envs eval_every num_eval_tasks num_eva
 
 
 def checkpoint_args(args, given, ckpt):
-    """The checkpoint's settings with the RUNTIME_FLAGS given on the command line. Another flag given with a value that
-    differs from the checkpoint's stops with an error rather than silently changing the run."""
+    """The checkpoint's settings with the RUNTIME_FLAGS given on the command line, checked together. Another flag given
+    with a value that differs from the checkpoint's stops with an error rather than silently changing the run."""
     saved = dict(ckpt["args"], resume=None, eval_checkpoint=None)
     for name in sorted(given - set(RUNTIME_FLAGS)):
         if getattr(args, name) != saved[name]:
             flag = f"--{name.replace('_', '-')} {getattr(args, name)}"
             sys.exit(f"error: {flag} differs from the checkpoint's {saved[name]}; a run keeps its settings")
-    return Args(**{**saved, **{name: getattr(args, name) for name in given & set(RUNTIME_FLAGS)}})
+    args = Args(**{**saved, **{name: getattr(args, name) for name in given & set(RUNTIME_FLAGS)}})
+    if error := args_error(args):  # e.g. a --total-timesteps below the run's own rollout
+        sys.exit(f"error: {error}")
+    return args
 
 
 # TRY NOT TO MODIFY: bookkeeping and running statistics
@@ -594,6 +597,8 @@ if __name__ == "__main__":
             learner.load_state_dict(ckpt[name])
         global_step, saved_iteration = ckpt["global_step"], ckpt["iteration"]
         start_iteration = saved_iteration + 1
+        torch.set_rng_state(ckpt["rng"]["torch"])  # and the generators continue where they stopped
+        np.random.set_state(ckpt["rng"]["numpy"])
         print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
     os.makedirs(run_dir, exist_ok=True)
     logger = Logger(run_dir, args, run_name, resume_step=global_step if args.resume else None)
@@ -624,9 +629,6 @@ if __name__ == "__main__":
         reward_normalizer.returns = ckpt["rollout"]["reward_returns"]
     elif args.resume:
         warnings.warn(f"{args.env_id} envs cannot be restored exactly (not pickled): fresh meta-episodes")
-    if args.resume:  # and the generators continue where they stopped
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
     stop = catch_stop_signals()  # Ctrl-C / SIGTERM: a checkpoint at the end of the iteration, then exit
     for iteration in range(start_iteration, num_iterations + 1):
         if args.anneal_lr:
@@ -675,9 +677,8 @@ if __name__ == "__main__":
             if done.any():  # META-RL LOGIC: a finished meta-episode resets the memory; the next one starts at the prior
                 with torch.no_grad():
                     prior, _ = encoder.prior(1)
-                reset = torch.as_tensor(done, device=device)
-                next_latent = torch.where(reset.unsqueeze(-1), prior, next_latent)
-                hidden = torch.where(reset.view(1, -1, 1), torch.zeros_like(hidden), hidden)
+                next_latent = torch.where(next_start.unsqueeze(-1), prior, next_latent)
+                hidden = torch.where(next_start.view(1, -1, 1), torch.zeros_like(hidden), hidden)
             next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
 
         metrics = {}
@@ -714,10 +715,8 @@ if __name__ == "__main__":
             logger.file.flush()
             rollout = None  # the rest of what the next iteration depends on, where the envs pickle with their state
             if isinstance(train_envs, gym.vector.SyncVectorEnv) and train_envs.envs[0].unwrapped.snapshot_by_pickle:
-                rollout = dict(
-                    envs=pickle.dumps(train_envs.envs), next_obs=next_obs, hidden=hidden, next_start=next_start
-                )
-                rollout["reward_returns"] = reward_normalizer.returns
+                rollout = dict(envs=pickle.dumps(train_envs.envs), next_obs=next_obs, hidden=hidden)
+                rollout.update(next_start=next_start, reward_returns=reward_normalizer.returns)
             rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
             save_checkpoint(
                 checkpoint_path, script=os.path.basename(__file__), run_name=run_name, args=dataclasses.asdict(args),

@@ -98,7 +98,6 @@ BAD = [
     (["--ent-coef", "inf"], "--ent-coef is inf; it must be a finite number"),
     (["--vf-coef", "-1"], "--vf-coef is -1.0; it must be >= 0"),
     (["--gamma", "1.5"], "--gamma 1.5 and --gae-lambda 0.95 must be at most 1"),
-    (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "give either --resume"),
     (["--encoder-gru-chrono", "1"], "--encoder-gru-chrono 1: give 0 (zero bias) or a memory span T >= 2"),
 ]
 
@@ -381,4 +380,14 @@ def test_resume_keeps_the_saved_settings_and_takes_the_runtime_flags_given(modul
     assert module.checkpoint_args(args, given, ckpt).gamma == 0.95
     args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--gamma", "0.9"])
     with pytest.raises(SystemExit, match="--gamma 0.9 differs from the checkpoint's 0.95"):
+        module.checkpoint_args(args, given, ckpt)
+    # the merged settings are checked together: the run's own rollout, not the preset's, bounds --total-timesteps
+    small = {**saved, "num_envs": 2, "num_steps": 10, "num_minibatches": 1}
+    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--total-timesteps", "40"])
+    assert module.checkpoint_args(args, given, {"args": small}).total_timesteps == 40  # below the preset's 960
+    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--total-timesteps", "10"])
+    with pytest.raises(SystemExit, match="--total-timesteps 10 is less than one rollout"):
+        module.checkpoint_args(args, given, {"args": small})
+    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "a.pt", "--eval-checkpoint", "b.pt"])
+    with pytest.raises(SystemExit, match="give either --resume"):
         module.checkpoint_args(args, given, ckpt)

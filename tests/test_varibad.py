@@ -499,11 +499,18 @@ def test_smoke_cheetahdir(tmp_path):
         "2",
         "--eval-every",
         "0",
+        "--save-model",
     )
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = (run_dir / "metrics.csv").read_text()
     assert ",losses/vae_reconstruction_reward," in metrics and ",eval/return_ep1," in metrics
+    # MuJoCo envs are not pickled: a resume warns and starts fresh meta-episodes, with the networks and buffer restored
+    ckpt = str(run_dir / "checkpoint.pt")
+    out = run_script(tmp_path, "--env-id", "CheetahDir", "--resume", ckpt, "--total-timesteps", "1600")
+    assert out.returncode == 0, out.stderr
+    assert "CheetahDir envs cannot be restored exactly (not pickled): fresh meta-episodes" in out.stderr
+    assert json.loads((run_dir / "eval.json").read_text())["global_step"] == 1600
 
 
 @pytest.mark.parametrize(
@@ -512,15 +519,17 @@ def test_smoke_cheetahdir(tmp_path):
     + [("varibad_hyper.py", "GridNavi"), ("varibad_hyper.py", "AntDir")],
 )
 def test_every_benchmark_runs_a_short_budget(script, env_id, tmp_path):
+    """One iteration as long as a meta-episode at its longest: the VAE then trains on one finished meta-episode."""
+    longest = gym.spec(env_id).max_episode_steps * envs.EPISODES_PER_TASK[env_id]
     flags = [
         "--num-envs",
-        "2",
+        "1",
         "--num-steps",
-        "30",
+        str(longest),
         "--num-minibatches",
         "2",
         "--total-timesteps",
-        "180",
+        str(longest),
         "--precollect-frames",
         "0",
         "--num-eval-tasks",
@@ -537,6 +546,7 @@ def test_every_benchmark_runs_a_short_budget(script, env_id, tmp_path):
     episodes = vs.apply_preset(vs.Args(env_id=env_id)).num_eval_episodes or envs.EPISODES_PER_TASK[env_id]
     assert len(result["returns"][0]) == episodes  # Meta-World: 10, as the papers evaluate
     assert np.isfinite(result["return"])
+    assert ",losses/vae_loss," in (run_dir / "metrics.csv").read_text()  # the VAE trained on real data
 
 
 def test_unknown_env_id_is_one_clear_line(tmp_path):
