@@ -505,9 +505,9 @@ class Logger:
 
     def __init__(self, run_dir, args, run_name, resume_step=None):
         self.path, rows = os.path.join(run_dir, "metrics.csv"), [["global_step", "wall_time", "metric", "value"]]
-        if resume_step is not None and os.path.exists(self.path):  # drop what was logged after the checkpoint
-            with open(self.path, newline="") as f:
-                rows += [row for row in list(csv.reader(f))[1:] if int(row[0]) <= resume_step]
+        if resume_step is not None and os.path.exists(self.path):  # drop what was logged after the checkpoint,
+            with open(self.path, newline="") as f:  # and a last row cut short by a killed process
+                rows += [row for row in list(csv.reader(f))[1:] if len(row) == 4 and int(row[0]) <= resume_step]
         self.file = open(f"{self.path}.tmp", "w", newline="")  # written whole, then renamed: never half a file
         self.writer, self.wandb, self.latest, self.last_print = csv.writer(self.file), None, {}, 0.0
         self.writer.writerows(rows)

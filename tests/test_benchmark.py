@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -203,10 +202,9 @@ def test_stop_sends_sigint_first_then_kills(tmp_path):
     deaf = subprocess.Popen([sys.executable, "-c", stubborn], **popen)
     for proc in (polite, deaf):
         assert proc.stdout.readline().strip() == "ready"
-    start = time.time()
     runner.stop([polite, deaf], grace=1.0)
     assert (tmp_path / "flag").read_text() == "checkpointed" and polite.returncode == 0
-    assert deaf.returncode == -signal.SIGKILL and time.time() - start < 10
+    assert deaf.returncode == -signal.SIGKILL  # killed after the grace period, not left to finish its 60 s
     for proc in (polite, deaf):
         proc.stdout.close()
 

@@ -24,16 +24,9 @@ EXPECTED = {  # id: (episodes per task, steps per episode, observation size, act
     "TMaze": (4, 150, 4, "Discrete(4)"),
 }
 
-_cache = {}
-
-
 def make(env_id, **kwargs):
-    """Meta-World envs take seconds to build: share one instance per id across the tests of this file."""
-    if kwargs:
-        return gym.make(env_id, **kwargs)
-    if env_id not in _cache:
-        _cache[env_id] = gym.make(env_id)
-    return _cache[env_id]
+    """A fresh env for each test (Meta-World's task lists are built once per process, so this is cheap)."""
+    return gym.make(env_id, **kwargs)
 
 
 def rollout(env, seed, steps):

@@ -1,7 +1,7 @@
 """Meta-World ML1 / ML10 specifics (the generic contract checks for every env id live elsewhere).
 
-Building ML10's task lists takes several seconds, so envs are shared through module-scoped fixtures and the
-cross-process check runs in a subprocess started at module start, alongside the other tests.
+Building ML10's task lists takes several seconds once per process (envs.meta_world caches them), so every test gets
+its own env cheaply; the cross-process check runs in a subprocess started at module start, alongside the others.
 """
 
 import hashlib
@@ -78,14 +78,14 @@ def other_process():
         proc.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ml1():
     env = MetaWorldML1Env()
     yield env
     env.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ml10():
     env = MetaWorldML10Env()
     yield env

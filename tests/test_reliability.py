@@ -61,8 +61,9 @@ def only_run(cwd):
     return run_dir
 
 
-def interrupt(script, args, cwd, signum, after_rows=20):
-    """Starts a run and sends `signum` once its metrics.csv has `after_rows` rows (a few iterations)."""
+def interrupt(script, args, cwd, signum, ready):
+    """Starts a run and sends `signum` at the first moment `ready(run_dir)` holds. The run is frozen (SIGSTOP) while
+    its folder is read, so the signal finds it exactly as `ready` saw it, however fast the machine."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, script), *args],
@@ -72,16 +73,24 @@ def interrupt(script, args, cwd, signum, after_rows=20):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        paths = glob.glob(os.path.join(cwd, "runs", "*", "metrics.csv"))
-        if paths and sum(1 for _ in open(paths[0])) > after_rows:
+    while True:
+        assert proc.poll() is None, f"the run ended before the signal:\n{proc.stderr.read()}"
+        proc.send_signal(signal.SIGSTOP)
+        run_dirs = glob.glob(os.path.join(cwd, "runs", "*"))
+        if run_dirs and ready(run_dirs[0]):
             break
+        proc.send_signal(signal.SIGCONT)
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before the signal:\n{proc.stderr.read()}"
     proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
+
+
+def logged_rows(run_dir):
+    """The complete rows of metrics.csv on disk (the header not counted)."""
+    path = os.path.join(run_dir, "metrics.csv")
+    return sum(1 for line in open(path) if line.endswith("\n")) - 1 if os.path.exists(path) else 0
 
 
 # -- bad input: one line, non-zero exit, no traceback, nothing started ------------------------------------------------
@@ -200,7 +209,9 @@ def test_anneal_lr_decays_the_learning_rate_linearly_to_zero(script, tmp_path):
 )
 def test_interrupted_and_resumed_run_equals_uninterrupted(script, signum, tmp_path, finished_runs):
     # no --save-model: a signal saves a checkpoint anyway
-    code, out, err = interrupt(script, [*TINY, "--seed", "5", "--total-timesteps", "1200"], tmp_path, signum)
+    # a first leg ten times longer than the run it is compared with: it cannot end before the signal arrives
+    long_run = [*TINY, "--seed", "5", "--total-timesteps", "12000"]
+    code, out, err = interrupt(script, long_run, tmp_path, signum, ready=lambda run_dir: logged_rows(run_dir) > 0)
     run_dir = only_run(tmp_path)
     ckpt = os.path.join(run_dir, "checkpoint.pt")
     assert code == 128 + signum, err
@@ -212,7 +223,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(script, signum, tmp_pa
     stopped_at = torch.load(ckpt, weights_only=False)["iteration"]
     assert 1 <= stopped_at < 24 and not os.path.exists(os.path.join(run_dir, "eval.json"))
 
-    result = run(script, ["--env-id", "GridNavi", "--resume", ckpt], tmp_path)  # settings come from the checkpoint
+    # settings come from the checkpoint; the budget is the compared run's (a flag a resumed run may change)
+    result = run(script, ["--env-id", "GridNavi", "--resume", ckpt, "--total-timesteps", "1200"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"resuming {os.path.basename(run_dir)} at iteration {stopped_at + 1}" in result.stdout
     assert metrics(run_dir) == metrics(finished_runs[script])
@@ -220,25 +232,38 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(script, signum, tmp_pa
         assert f.read() == g.read()
 
 
-def test_rows_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path, finished_runs):
-    """A run killed without warning (SIGKILL) resumes from its last checkpoint; what it logged after that checkpoint
-    is dropped, so metrics.csv has each iteration once and equals the uninterrupted run's."""
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, finished_runs):
+    """A run killed without warning (SIGKILL) resumes from its last checkpoint, and what it logged after that
+    checkpoint is dropped (test_logger_resume_keeps_complete_rows_up_to_the_checkpoint): metrics.csv equals the
+    uninterrupted run's."""
     script = "varibad_standard.py"
-    code, _, _ = interrupt(
-        script,
-        [*TINY, "--seed", "5", "--total-timesteps", "1200", "--save-model", "--save-every", "5"],
-        tmp_path,
-        signal.SIGKILL,
-        after_rows=150,
-    )
+    long_run = [*TINY, "--seed", "5", "--total-timesteps", "12000", "--save-model", "--save-every", "5"]
+
+    def saved(run_dir):
+        return os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+
+    code, _, _ = interrupt(script, long_run, tmp_path, signal.SIGKILL, ready=saved)
     assert code == -signal.SIGKILL
     run_dir = only_run(tmp_path)
     ckpt = os.path.join(run_dir, "checkpoint.pt")
-    saved = torch.load(ckpt, weights_only=False)
-    assert saved["iteration"] % 5 == 0
-    result = run(script, ["--env-id", "GridNavi", "--resume", ckpt], tmp_path)
+    assert torch.load(ckpt, weights_only=False)["iteration"] in (5, 10, 15, 20)  # before the compared run's end
+    result = run(script, ["--env-id", "GridNavi", "--resume", ckpt, "--total-timesteps", "1200"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert metrics(run_dir) == metrics(finished_runs[script])
+
+
+@pytest.mark.parametrize("module", MODULES, ids=SCRIPTS)
+def test_logger_resume_keeps_complete_rows_up_to_the_checkpoint(module, tmp_path):
+    """A resumed run's metrics.csv keeps the rows up to the checkpoint's step; later rows, and the cut last line a
+    killed process can leave (here "9", from a row of step 96), are dropped."""
+    rows = "global_step,wall_time,metric,value\n48,1.0,a,1\n48,1.0,b,2\n96,2.0,a,3\n9"
+    (tmp_path / "metrics.csv").write_text(rows)
+    logger = module.Logger(str(tmp_path), module.Args(), "run", resume_step=48)
+    logger.log({"a": 4.0}, 96, 960)
+    logger.close()
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[:3] == ["global_step,wall_time,metric,value", "48,1.0,a,1", "48,1.0,b,2"]
+    assert [line.split(",")[0::2] for line in lines[3:]] == [["96", "a"]] and lines[3].endswith(",4")
 
 
 def test_resuming_a_finished_run_only_evaluates(tmp_path, finished_runs):

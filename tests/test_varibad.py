@@ -555,31 +555,6 @@ def test_unknown_env_id_is_one_clear_line(tmp_path):
     assert "unknown --env-id 'GridNav'" in out.stderr and "GridNavi" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_tracking_with_wandb_offline(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "varibad_standard.py"),
-            "--env-id",
-            "GridNavi",
-            "--track",
-            "--total-timesteps",
-            "1920",
-            "--precollect-frames",
-            "960",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
-    )
-    assert out.returncode == 0, out.stderr
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert (run_dir / "eval.json").exists()
-
-
 def test_async_envs_give_the_same_training_data_as_sync_ones(tmp_path):
     """AsyncVectorEnv steps the same environments in subprocesses: with the same seed, the same returns."""
     flags = [
