@@ -24,6 +24,7 @@ EXPECTED = {  # id: (episodes per task, steps per episode, observation size, act
     "TMaze": (4, 150, 4, "Discrete(4)"),
 }
 
+
 def make(env_id, **kwargs):
     """A fresh env for each test (Meta-World's task lists are built once per process, so this is cheap)."""
     return gym.make(env_id, **kwargs)
