@@ -427,12 +427,12 @@ def run_script(tmp_path, *flags, timeout=240, script="varibad_standard.py"):
 
 
 @pytest.mark.parametrize("script", ["varibad_standard.py", "varibad_hyper.py"])
-def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path, script):
+def test_smoke_gridnavi_trains_evaluates_and_saves(tmp_path, script):
     flags = [
         "--env-id",
         "GridNavi",
         "--total-timesteps",
-        "3840",
+        "2880",
         "--precollect-frames",
         "960",
         "--eval-every",
@@ -471,13 +471,7 @@ def test_smoke_gridnavi_trains_evaluates_saves_and_resumes(tmp_path, script):
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout.strip().splitlines()[-1])["return_per_episode"]) == 4
     videos = list((tmp_path / "videos" / f"{run_dir.name}-eval").glob("*.mp4"))
-    assert videos and videos[0].stat().st_size > 1000
-    out = run_script(
-        tmp_path, *flags[:2], "--total-timesteps", "5760", "--resume", str(ckpt), "--save-model", script=script
-    )
-    assert out.returncode == 0, out.stderr
-    assert "resuming" in out.stdout
-    assert json.loads((run_dir / "eval.json").read_text())["global_step"] == 5760
+    assert videos and videos[0].stat().st_size > 1000  # resuming: test_reliability.py, for all four scripts
 
 
 def test_smoke_cheetahdir(tmp_path):
