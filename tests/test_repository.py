@@ -69,3 +69,10 @@ def test_the_docs_line_pointers_point_at_what_they_name():
             assert any(key in line for line in lines), f"docs/{page}: `{name}` is not at {script}#L{first}"
             pointers += 1
     assert pointers >= 20
+
+
+def test_the_suite_runs_on_both_cores_with_a_timeout(request):
+    """pyproject.toml is pytest's configuration (a pytest.ini would silently replace it, and did): xdist and a
+    per-test timeout are on."""
+    assert request.config.inipath.name == "pyproject.toml"
+    assert float(request.config.getini("timeout")) > 0 and "-n" in request.config.getini("addopts")

@@ -533,12 +533,15 @@ def test_every_benchmark_runs_a_short_budget(script, env_id, tmp_path):
         "--eval-every",
         "0",
     ]
+    preset = vs.apply_preset(vs.Args(env_id=env_id))
+    if preset.num_eval_episodes:  # Meta-World evaluates 10 episodes (the papers'); 3 here show the setting is used
+        assert env_id.startswith("MetaWorld") and preset.num_eval_episodes == 10
+        flags += ["--num-eval-episodes", "3"]
     out = run_script(tmp_path, "--env-id", env_id, *flags, script=script)
     assert out.returncode == 0, out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     result = json.loads((run_dir / "eval.json").read_text())
-    episodes = vs.apply_preset(vs.Args(env_id=env_id)).num_eval_episodes or envs.EPISODES_PER_TASK[env_id]
-    assert len(result["returns"][0]) == episodes  # Meta-World: 10, as the papers evaluate
+    assert len(result["returns"][0]) == (3 if preset.num_eval_episodes else envs.EPISODES_PER_TASK[env_id])
     assert np.isfinite(result["return"])
     assert ",losses/vae_loss," in (run_dir / "metrics.csv").read_text()  # the VAE trained on real data
 
