@@ -317,7 +317,8 @@ def main(argv=None):
         figures.append(("other", "Runs of no suite.", others))
     tables = [
         "# Results\n",
-        "Written by `python benchmark/plot.py` from `benchmark/results/runs/`: the final evaluation "
+        f"Written by `python benchmark/plot.py` from `{os.path.relpath(args.results_dir, ROOT)}/runs/`: the final "
+        "evaluation "
         "(held-out tasks, deterministic actions), mean ± std over seeds (population std).\n",
     ]
     for name, description, mine in figures:
