@@ -227,3 +227,35 @@ def test_rl2_latent_is_not_normalised(module):
     assert torch.equal(agent.latent_rms(latent), latent) and not hasattr(agent.latent_rms, "update")
     agent.obs_rms.update(obs * 4 + 2)
     assert not torch.allclose(agent.obs_rms(obs), obs)
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__)
+def test_ppo_minibatches_recompute_the_latents_the_rollout_acted_on(module):
+    """Each minibatch (whole env sequences, shuffled) re-runs the encoder; its latents must be the rollout's, step by
+    step and env by env: with learning rates 0 every probability ratio is then 1, so nothing is clipped even at a
+    clip range of 1e-4. A time-major / env-major mix-up, or the wrong envs' memory, gives ratios far from 1."""
+    torch.manual_seed(0)
+    T, N = 6, 4
+    args = module.apply_preset(module.Args(env_id="GridNavi"))
+    sizes = dict(num_envs=N, num_steps=T, num_minibatches=2, update_epochs=2, clip_coef=1e-4)
+    args = module.Args(**{**vars(args), **sizes})
+    env = envs.make_env("GridNavi", args.episodes_per_task)()
+    agent, encoder = module.Agent(env.observation_space, env.action_space, args), module.Encoder(3, 5, args)
+    with torch.no_grad():
+        for param in [*agent.parameters(), *encoder.parameters()]:
+            param.add_(0.3 * torch.randn_like(param))  # latents that matter to the policy
+    obs = torch.randint(0, 5, (T, N, 3)).float()
+    enc_actions = torch.eye(5)[torch.randint(0, 5, (T, N))]
+    raw_rewards, enc_next_obs = torch.randn(T, N, 1), torch.randint(0, 5, (T, N, 3)).float()
+    starts, hidden = torch.zeros(T, N, dtype=torch.bool), torch.randn(1, N, args.encoder_gru_hidden_size) * 0.5
+    starts[0, 1], starts[3, 2] = True, True
+    with torch.no_grad():
+        latents = step_by_step_latents(encoder, enc_actions, raw_rewards, enc_next_obs, starts, hidden)
+        actions, logprobs, _ = agent.act(agent.features(obs.flatten(0, 1), latents.flatten(0, 1)))
+    batch = dict(obs=obs, actions=actions.view(T, N), logprobs=logprobs.view(T, N), advantages=torch.randn(T, N))
+    batch.update(returns=torch.randn(T, N), values=torch.randn(T, N), enc_actions=enc_actions, raw_rewards=raw_rewards)
+    batch.update(enc_next_obs=enc_next_obs, starts=starts, hidden=hidden)
+    optimizer, encoder_optimizer = torch.optim.Adam(agent.parameters(), lr=0.0), torch.optim.Adam(encoder.parameters())
+    encoder_optimizer.param_groups[0]["lr"] = 0.0
+    logs = module.ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args)
+    assert logs["losses/clipfrac"] == 0.0 and abs(logs["losses/approx_kl"]) < 1e-8
