@@ -270,7 +270,13 @@ def test_resuming_a_finished_run_only_evaluates(tmp_path, finished_runs):
     ckpt = os.path.join(finished_runs["rl2_standard.py"], "checkpoint.pt")
     result = run("rl2_standard.py", ["--env-id", "GridNavi", "--resume", ckpt], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "resuming" in result.stdout and "at iteration 25" in result.stdout
+    run_dir = only_run(tmp_path)  # the same run name, in this folder
+    assert metrics(run_dir) == []  # no iteration ran: nothing logged
+    with (
+        open(os.path.join(run_dir, "eval.json")) as f,
+        open(os.path.join(finished_runs["rl2_standard.py"], "eval.json")) as g,
+    ):
+        assert f.read() == g.read()  # the same evaluation of the same networks
 
 
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):

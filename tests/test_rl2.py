@@ -229,21 +229,18 @@ def test_rl2_latent_is_not_normalised(module):
     assert not torch.allclose(agent.obs_rms(obs), obs)
 
 
-@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__)
-def test_ppo_minibatches_recompute_the_latents_the_rollout_acted_on(module):
-    """Each minibatch (whole env sequences, shuffled) re-runs the encoder; its latents must be the rollout's, step by
-    step and env by env: with learning rates 0 every probability ratio is then 1, so nothing is clipped even at a
-    clip range of 1e-4. A time-major / env-major mix-up, or the wrong envs' memory, gives ratios far from 1."""
+def rollout_batch(module, **sizes):
+    """The args, agent, encoder (parameters perturbed, so that the latents matter to the policy) and a rollout batch of
+    6 steps x 4 envs whose actions and log-probabilities come from the latents the rollout computes step by step."""
     torch.manual_seed(0)
     T, N = 6, 4
     args = module.apply_preset(module.Args(env_id="GridNavi"))
-    sizes = dict(num_envs=N, num_steps=T, num_minibatches=2, update_epochs=2, clip_coef=1e-4)
-    args = module.Args(**{**vars(args), **sizes})
+    args = module.Args(**{**vars(args), "num_envs": N, "num_steps": T, **sizes})
     env = envs.make_env("GridNavi", args.episodes_per_task)()
     agent, encoder = module.Agent(env.observation_space, env.action_space, args), module.Encoder(3, 5, args)
     with torch.no_grad():
         for param in [*agent.parameters(), *encoder.parameters()]:
-            param.add_(0.3 * torch.randn_like(param))  # latents that matter to the policy
+            param.add_(0.3 * torch.randn_like(param))
     obs = torch.randint(0, 5, (T, N, 3)).float()
     enc_actions = torch.eye(5)[torch.randint(0, 5, (T, N))]
     raw_rewards, enc_next_obs = torch.randn(T, N, 1), torch.randint(0, 5, (T, N, 3)).float()
@@ -255,7 +252,31 @@ def test_ppo_minibatches_recompute_the_latents_the_rollout_acted_on(module):
     batch = dict(obs=obs, actions=actions.view(T, N), logprobs=logprobs.view(T, N), advantages=torch.randn(T, N))
     batch.update(returns=torch.randn(T, N), values=torch.randn(T, N), enc_actions=enc_actions, raw_rewards=raw_rewards)
     batch.update(enc_next_obs=enc_next_obs, starts=starts, hidden=hidden)
-    optimizer, encoder_optimizer = torch.optim.Adam(agent.parameters(), lr=0.0), torch.optim.Adam(encoder.parameters())
+    return args, agent, encoder, batch
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__)
+def test_ppo_minibatches_recompute_the_latents_the_rollout_acted_on(module):
+    """Each minibatch (whole env sequences, shuffled) re-runs the encoder; its latents must be the rollout's, step by
+    step and env by env: with learning rates 0 every probability ratio is then 1, so nothing is clipped even at a
+    clip range of 1e-4. A time-major / env-major mix-up, or the wrong envs' memory, gives ratios far from 1."""
+    args, agent, encoder, batch = rollout_batch(module, num_minibatches=2, update_epochs=2, clip_coef=1e-4)
+    optimizer, encoder_optimizer = torch.optim.SGD(agent.parameters(), lr=0.0), torch.optim.SGD(encoder.parameters())
     encoder_optimizer.param_groups[0]["lr"] = 0.0
     logs = module.ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args)
     assert logs["losses/clipfrac"] == 0.0 and abs(logs["losses/approx_kl"]) < 1e-8
+
+
+@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__)
+def test_the_encoder_has_its_own_gradient_clip(module):
+    """RL2's encoder gradient is clipped by --encoder-max-grad-norm on its own, not with the policy's: one SGD step
+    of rate 1 moves the encoder's parameters by exactly that norm (its gradient is larger), the policy by its own."""
+    args, agent, encoder, batch = rollout_batch(module, num_minibatches=1, update_epochs=1, encoder_max_grad_norm=1e-3)
+    before = [torch.cat([p.detach().flatten().clone() for p in net.parameters()]) for net in (agent, encoder)]
+    optimizer, encoder_optimizer = torch.optim.SGD(agent.parameters(), lr=1.0), torch.optim.SGD(encoder.parameters())
+    encoder_optimizer.param_groups[0]["lr"] = 1.0
+    logs = module.ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args)
+    after = [torch.cat([p.detach().flatten() for p in net.parameters()]) for net in (agent, encoder)]
+    assert logs["losses/encoder_grad_norm"] > 1e-2  # the gradient before the clip
+    assert (after[1] - before[1]).norm().item() == pytest.approx(1e-3, rel=1e-3)
+    assert (after[0] - before[0]).norm().item() == pytest.approx(args.max_grad_norm, rel=1e-3)  # larger too
