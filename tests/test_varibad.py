@@ -583,3 +583,18 @@ def test_async_envs_give_the_same_training_data_as_sync_ones(tmp_path):
         )
     assert len(returns[0]) == 2
     assert [r.split(",")[3] for r in returns[0]] == [r.split(",")[3] for r in returns[1]]
+
+
+def test_async_envs_resume_with_fresh_meta_episodes(tmp_path):
+    """Envs in subprocesses cannot be pickled with their state: a resumed --async-envs run says so and starts fresh
+    meta-episodes, with the networks, buffer and generators restored, and runs to its new budget."""
+    flags = ["--env-id", "GridNavi", "--num-envs", "4", "--num-minibatches", "2", "--precollect-frames", "0"]
+    flags += ["--eval-every", "0", "--num-eval-tasks", "1", "--async-envs"]
+    out = run_script(tmp_path, *flags, "--total-timesteps", "240", "--save-model")
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["rollout"] is None  # nothing to restore
+    out = run_script(tmp_path, *flags, "--total-timesteps", "480", "--resume", str(run_dir / "checkpoint.pt"))
+    assert out.returncode == 0, out.stderr
+    assert "GridNavi envs cannot be restored exactly (not pickled): fresh meta-episodes" in out.stderr
+    assert json.loads((run_dir / "eval.json").read_text())["global_step"] == 480
