@@ -131,6 +131,14 @@ SUITES = {
             for init in INITS
         ],
     ),
+    "cheetah": (
+        "The four scripts on CheetahDir with their presets, 3M frames (the preset is 75M), seeds 73 20: the "
+        "hypernetwork against the standard policy for both encoders.",
+        [
+            Entry(script, "CheetahDir", (73, 20), ("--total-timesteps", "3000000"), f"{default_label(script)}-3M")
+            for script in SCRIPTS
+        ],
+    ),
     "tmaze": (
         "rl2_hyper.py and varibad_hyper.py on TMaze, preset (1.5M frames), seeds 73 20 3; and rl2_hyper.py with the "
         "authors' zero GRU biases instead of the preset's chrono init (label zero-gru-bias), seed 73.",
@@ -140,11 +148,19 @@ SUITES = {
         ],
     ),
     "mujoco-short": (
-        "varibad_hyper.py and rl2_hyper.py on the MuJoCo and Meta-World ML1 benchmarks, 2M frames, seeds 73 20.",
+        "varibad_hyper.py and rl2_hyper.py on the MuJoCo and Meta-World ML1 benchmarks, and varibad_standard.py on "
+        "all but CheetahDir (3M in the cheetah suite), 2M frames, seeds 73 20.",
         [
-            Entry(script, env_id, (73, 20), ("--total-timesteps", "2000000"), "bias-2M")
-            for env_id in MUJOCO_SHORT_ENVS
-            for script in ("varibad_hyper", "rl2_hyper")
+            *(
+                Entry(script, env_id, (73, 20), ("--total-timesteps", "2000000"), "bias-2M")
+                for env_id in MUJOCO_SHORT_ENVS
+                for script in ("varibad_hyper", "rl2_hyper")
+            ),
+            *(
+                Entry("varibad_standard", env_id, (73, 20), ("--total-timesteps", "2000000"), "preset-2M")
+                for env_id in MUJOCO_SHORT_ENVS
+                if env_id != "CheetahDir"
+            ),
         ],
     ),
 }

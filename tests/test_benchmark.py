@@ -59,7 +59,10 @@ def test_suites_give_the_documented_keys_and_share_runs():
         "rl2_hyper__TMaze__bias__s3",
         "varibad_hyper__TMaze__bias__s73",
     }
-    assert len(suites.suite_runs("mujoco-short")) == 20
+    assert len(suites.suite_runs("mujoco-short")) == 28  # 5 envs x 2 hypernetwork scripts + 4 x varibad_standard
+    four = {run.key for run in suites.suite_runs("cheetah")}  # shares its varibad_hyper runs with init-cheetah
+    assert "varibad_standard__CheetahDir__preset-3M__s20" in four and len(four) == 8
+    assert {r.key for r in cheetah} & four == {f"varibad_hyper__CheetahDir__bias-3M__s{s}" for s in (73, 20)}
     assert [r.seed for r in suites.suite_runs("gridnavi", seeds=[5])] == [5, 5, 5, 5]
     assert suites.default_label("rl2_hyper", ["--hyper_init=hfi"]) == "hfi"
     assert suites.default_label("rl2_standard", ["--hyper-init", "hfi"]) == "preset"
