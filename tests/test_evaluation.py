@@ -26,7 +26,7 @@ class Probe(TaskEnvMixin, gym.Env):
     def __init__(self, render_mode=None):
         self.observation_space = gym.spaces.Box(-100.0, 100.0, shape=(3,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-10.0, 10.0, shape=(1,), dtype=np.float32)
-        self.splits, self.tasks_at_reset = [], []
+        self.splits = []  # the split of every task drawn
 
     def sample_task(self, rng, split="train"):
         self.splits.append(split)
@@ -38,7 +38,6 @@ class Probe(TaskEnvMixin, gym.Env):
     def reset(self, *, seed=None, options=None):
         self._prepare_reset(seed, options)
         self.t, self.start = 0, self.np_random.uniform()
-        self.tasks_at_reset.append(float(self._task[0]))
         return self._obs(), {}
 
     def _obs(self):

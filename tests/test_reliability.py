@@ -90,7 +90,10 @@ def interrupt(script, args, cwd, signum, ready):
 def logged_rows(run_dir):
     """The complete rows of metrics.csv on disk (the header not counted)."""
     path = os.path.join(run_dir, "metrics.csv")
-    return sum(1 for line in open(path) if line.endswith("\n")) - 1 if os.path.exists(path) else 0
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.endswith("\n")) - 1
 
 
 # -- bad input: one line, non-zero exit, no traceback, nothing started ------------------------------------------------

@@ -74,6 +74,12 @@ def read_metric(run_dir, name):
     return [float(r[3]) for r in rows if r[2] == name]
 
 
+def env_states(rollout):
+    """Each env's position, goal, and returns so far, from a checkpoint's pickled envs."""
+    unpickled = pickle.loads(rollout["envs"])
+    return [(env.unwrapped._pos.tolist(), env.unwrapped.get_task().tolist(), env.returns.tolist()) for env in unpickled]
+
+
 @pytest.mark.parametrize("script", ["rl2_hyper.py", "rl2_standard.py"])
 def test_rollout_split_over_two_iterations_gives_the_same_actions(script, tmp_path):
     """No updates (precollection covers the budget): 50 steps rolled out as two iterations of 25 must leave every env
@@ -90,12 +96,6 @@ def test_rollout_split_over_two_iterations_gives_the_same_actions(script, tmp_pa
     whole, split = rollouts
     assert whole["hidden"].abs().sum() > 0 and torch.equal(whole["hidden"], split["hidden"])
     assert env_states(whole) == env_states(split) and torch.equal(whole["next_obs"], split["next_obs"])
-
-
-def env_states(rollout):
-    """Each env's position, goal, and returns so far, from a checkpoint's pickled envs."""
-    unpickled = pickle.loads(rollout["envs"])
-    return [(env.unwrapped._pos.tolist(), env.unwrapped.get_task().tolist(), env.returns.tolist()) for env in unpickled]
 
 
 @pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__)
@@ -261,8 +261,8 @@ def test_ppo_minibatches_recompute_the_latents_the_rollout_acted_on(module):
     step and env by env: with learning rates 0 every probability ratio is then 1, so nothing is clipped even at a
     clip range of 1e-4. A time-major / env-major mix-up, or the wrong envs' memory, gives ratios far from 1."""
     args, agent, encoder, batch = rollout_batch(module, num_minibatches=2, update_epochs=2, clip_coef=1e-4)
-    optimizer, encoder_optimizer = torch.optim.SGD(agent.parameters(), lr=0.0), torch.optim.SGD(encoder.parameters())
-    encoder_optimizer.param_groups[0]["lr"] = 0.0
+    optimizer = torch.optim.SGD(agent.parameters(), lr=0.0)
+    encoder_optimizer = torch.optim.SGD(encoder.parameters(), lr=0.0)
     logs = module.ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args)
     assert logs["losses/clipfrac"] == 0.0 and abs(logs["losses/approx_kl"]) < 1e-8
 
@@ -273,8 +273,8 @@ def test_the_encoder_has_its_own_gradient_clip(module):
     of rate 1 moves the encoder's parameters by exactly that norm (its gradient is larger), the policy by its own."""
     args, agent, encoder, batch = rollout_batch(module, num_minibatches=1, update_epochs=1, encoder_max_grad_norm=1e-3)
     before = [torch.cat([p.detach().flatten().clone() for p in net.parameters()]) for net in (agent, encoder)]
-    optimizer, encoder_optimizer = torch.optim.SGD(agent.parameters(), lr=1.0), torch.optim.SGD(encoder.parameters())
-    encoder_optimizer.param_groups[0]["lr"] = 1.0
+    optimizer = torch.optim.SGD(agent.parameters(), lr=1.0)
+    encoder_optimizer = torch.optim.SGD(encoder.parameters(), lr=1.0)
     logs = module.ppo_update(agent, encoder, optimizer, encoder_optimizer, batch, args)
     after = [torch.cat([p.detach().flatten() for p in net.parameters()]) for net in (agent, encoder)]
     assert logs["losses/encoder_grad_norm"] > 1e-2  # the gradient before the clip
