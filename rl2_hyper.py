@@ -78,7 +78,6 @@ class Args:
     eval_seed: int = 1_000_003  # seed of the generator that draws the held-out evaluation tasks
     save_every: int = 250  # with --save-model, write a checkpoint every this many iterations
     resume: Optional[str] = None  # path of a checkpoint to continue training from
-    eval_checkpoint: Optional[str] = None  # path of a checkpoint to evaluate (no training)
     latent_dim: int = 5  # the encoder's read-out (the policy's latent) has 2 x this units, as VariBAD's [mu, logvar]
     encoder_gru_hidden_size: int = 256  # hidden size of the encoder's GRU
     encoder_gru_chrono: int = 0  # if T >= 2: chrono init of the GRU's update-gate bias, for memory over ~T steps
@@ -146,8 +145,6 @@ def args_error(args):
         return f"--total-timesteps {args.total_timesteps} is less than one rollout ({rollout} = {batch} frames)"
     if args.num_eval_episodes and (args.num_eval_episodes > 1) != (args.episodes_per_task > 1):
         return f"--num-eval-episodes {args.num_eval_episodes}: give 0, or more than 1 exactly if --episodes-per-task is"
-    if args.resume and args.eval_checkpoint:
-        return "give either --resume (continue training) or --eval-checkpoint (evaluate only), not both"
     return None
 
 
@@ -164,20 +161,20 @@ def parse_args(argv=None):
     if env_id not in envs.ENV_IDS:
         sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
     args = tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
-    if not (args.resume or args.eval_checkpoint) and (error := args_error(args)):  # else checked in checkpoint_args
+    if not args.resume and (error := args_error(args)):  # else checked in checkpoint_args
         sys.exit(f"error: {error}")
     return args, given
 
 
 # what a resumed run (or an evaluated checkpoint) may change on the command line; it keeps every other setting
-RUNTIME_FLAGS = """env_id resume eval_checkpoint total_timesteps cuda track wandb_project_name wandb_entity
+RUNTIME_FLAGS = """env_id resume total_timesteps cuda track wandb_project_name wandb_entity
 capture_video save_model save_every async_envs eval_every num_eval_tasks num_eval_episodes""".split()
 
 
 def checkpoint_args(args, given, ckpt):
     """The checkpoint's settings with the RUNTIME_FLAGS given on the command line, checked together. Another flag given
     with a value that differs from the checkpoint's stops with an error rather than silently changing the run."""
-    saved = dict(ckpt["args"], resume=None, eval_checkpoint=None)
+    saved = dict(ckpt["args"], resume=None)
     for name in sorted(given - set(RUNTIME_FLAGS)):
         if getattr(args, name) != saved[name]:
             flag = f"--{name.replace('_', '-')} {getattr(args, name)}"
@@ -342,33 +339,25 @@ def base_init_(weight, bias, kind):
 def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
     """Initialises a layer's heads by `init` (docs/method.md); `kind`: the base layer's role (hidden, critic, ...)."""
     d_e = w_head.in_features
+    for param in (w_head.weight, w_head.bias, b_head.weight, b_head.bias):
+        nn.init.zeros_(param)
     if init == "bias":  # Bias-HyperInit: at step 0, every latent gets the same, correctly initialised base network
-        nn.init.zeros_(w_head.weight)
-        nn.init.zeros_(b_head.weight)
         base_init_(w_head.bias.view(n_out, n_in), b_head.bias, kind)
     elif init == "weight":  # Weight-HyperInit: column k of a weight head is a draw of the base init; bias heads as bias
         for k in range(d_e):
-            weight = torch.empty(n_out, n_in)
-            base_init_(weight, torch.empty(n_out), kind)
+            base_init_(weight := torch.empty(n_out, n_in), torch.empty(n_out), kind)
             w_head.weight[:, k] = weight.flatten()
-        nn.init.zeros_(w_head.bias)
-        nn.init.zeros_(b_head.weight)
         base_init_(torch.empty(n_out, n_in), b_head.bias, kind)
     elif init == "hfi":  # Hyperfan-in: Var = g^2 / (2 d_e n_in) for weight heads, g^2 / (2 d_e) for bias heads
         gain = {"hidden": 5 / 3, "discrete": 0.01, "continuous": 1.0, "critic": 1.0}[kind]
-        nn.init.uniform_(w_head.weight, -gain * math.sqrt(3 / (2 * d_e * n_in)), gain * math.sqrt(3 / (2 * d_e * n_in)))
-        nn.init.uniform_(b_head.weight, -gain * math.sqrt(3 / (2 * d_e)), gain * math.sqrt(3 / (2 * d_e)))
-        nn.init.zeros_(w_head.bias)
-        nn.init.zeros_(b_head.bias)
+        for head, fan_in in ((w_head, d_e * n_in), (b_head, d_e)):
+            nn.init.uniform_(head.weight, -gain * math.sqrt(3 / (2 * fan_in)), gain * math.sqrt(3 / (2 * fan_in)))
     elif init == "naive":  # the heads initialised like ordinary layers (normc, gain 5/3): the failing baseline
-        base_init_(w_head.weight, w_head.bias, "hidden")
-        base_init_(b_head.weight, b_head.bias, "hidden")
+        for head in (w_head, b_head):
+            base_init_(head.weight, head.bias, "hidden")
     elif init == "kaiming":  # the 2023 paper's ablation: PyTorch's kaiming_uniform_ (tanh) heads, zero head biases
         for head in (w_head, b_head):
             nn.init.kaiming_uniform_(head.weight, nonlinearity="tanh")
-            nn.init.zeros_(head.bias)
-    else:
-        raise ValueError(f"--hyper-init must be one of bias, weight, hfi, naive, kaiming; got {init!r}")
 
 
 class Agent(nn.Module):
@@ -446,7 +435,7 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
 
 
 def eval_summary(returns, successes, args):
-    """eval.json (what --eval-checkpoint prints): mean returns, the papers' Meta-World success (the fraction of tasks
+    """eval.json (what evaluate.py prints): mean returns, the papers' Meta-World success (the fraction of tasks
     with a success in an episode, averaged over episodes), every task's results; and the metrics logged under eval/."""
     success, per_episode = float((successes > 0).mean(0).mean()), returns.mean(0)
     summary = {"return": float(returns.sum(1).mean()), "return_per_episode": per_episode.tolist(), "success": success}
@@ -609,14 +598,10 @@ if __name__ == "__main__":
     args, given = parse_args()
     if args.num_envs % args.num_minibatches:  # RL2's minibatches are whole env sequences
         sys.exit(f"error: --num-envs {args.num_envs} must be a multiple of --num-minibatches {args.num_minibatches}")
-    ckpt = None
-    if args.resume or args.eval_checkpoint:  # a resumed (or evaluated) run keeps the checkpoint's settings
-        ckpt = load_checkpoint(args.resume or args.eval_checkpoint, args.env_id)
-        args = checkpoint_args(args, given, ckpt)
+    ckpt = load_checkpoint(args.resume, args.env_id) if args.resume else None
+    args = checkpoint_args(args, given, ckpt) if ckpt else args  # a resumed run keeps the checkpoint's settings
     num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    if ckpt is not None:  # a resumed run keeps its name and folder; an evaluation's videos go to `{name}-eval`
-        run_name = ckpt["run_name"] if args.resume else f"{ckpt['run_name']}-eval"
+    run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join("runs", run_name)
     video_dir = os.path.join("videos", run_name) if args.capture_video else None
 
@@ -644,12 +629,6 @@ if __name__ == "__main__":
     finished_returns = []  # the returns of the episodes of each meta-episode finished in this iteration
     learners = dict(agent=agent, optimizer=optimizer, encoder=encoder, encoder_optimizer=encoder_optimizer)
     learners.update(reward_rms=reward_normalizer.rms)  # all that a checkpoint always holds
-    if args.eval_checkpoint:
-        agent.load_state_dict(ckpt["agent"])
-        encoder.load_state_dict(ckpt["encoder"])
-        returns, successes = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
-        print(json.dumps(eval_summary(returns, successes, args)[0] | {"checkpoint": args.eval_checkpoint}))
-        sys.exit(0)
     global_step, start_iteration, saved_iteration = 0, 1, 0
     if args.resume:
         for name, learner in learners.items():

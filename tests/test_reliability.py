@@ -146,7 +146,7 @@ def test_bad_checkpoints_are_refused(tmp_path, finished_runs):
     ckpt = os.path.join(finished_runs["varibad_hyper.py"], "checkpoint.pt")
     cases = [
         ("varibad_hyper.py", ["--resume", str(tmp_path / "missing.pt")], "is not a readable checkpoint (FileNotFound"),
-        ("varibad_hyper.py", ["--eval-checkpoint", str(not_a_checkpoint)], "is not a readable checkpoint"),
+        ("evaluate.py", [str(not_a_checkpoint)], "is not a readable checkpoint"),
         (
             "varibad_hyper.py",
             ["--resume", str(tmp_path / "foreign.pt")],
@@ -161,7 +161,7 @@ def test_bad_checkpoints_are_refused(tmp_path, finished_runs):
         ("varibad_hyper.py", ["--resume", ckpt, "--latent-dim", "7"], "--latent-dim 7 differs from the checkpoint's 5"),
     ]
     for script, argv, message in cases:
-        argv = argv if "--env-id" in argv else ["--env-id", "GridNavi", *argv]
+        argv = argv if "--env-id" in argv or script == "evaluate.py" else ["--env-id", "GridNavi", *argv]
         result = run(script, argv, tmp_path)
         assert result.returncode == 1, (argv, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (argv, result.stderr)
@@ -422,6 +422,3 @@ def test_resume_keeps_the_saved_settings_and_takes_the_runtime_flags_given(modul
     args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--total-timesteps", "10"])
     with pytest.raises(SystemExit, match="--total-timesteps 10 is less than one rollout"):
         module.checkpoint_args(args, given, {"args": small})
-    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "a.pt", "--eval-checkpoint", "b.pt"])
-    with pytest.raises(SystemExit, match="give either --resume"):
-        module.checkpoint_args(args, given, ckpt)
