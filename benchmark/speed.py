@@ -2,14 +2,18 @@
 
     python benchmark/speed.py                                        # the four scripts on GridNavi and CheetahDir
     python benchmark/speed.py --scripts varibad_hyper.py --env-ids GridNavi --iterations 100 --threads 2
+    python benchmark/speed.py --env-ids GridNavi CheetahDir --threads 2 --repeat 3 --floor   # and the FLOP floor
 
 For every (script, env id) pair: the script runs with its preset for `--iterations` PPO iterations (precollection
 off, evaluation only at the end) in a subprocess with `--threads` torch threads; its frames per second is the
 `charts/SPS` it logs last (the training loop only: imports, set-up and the final evaluation excluded), and its peak
 memory the subprocess's maximum resident set size. The ceiling is the same number of environments (the preset's
 `num_envs`, with the script's meta-episode wrapper, in a SyncVectorEnv) stepped with random actions for as many
-frames (at most 200,000). The ratio train / env is the fraction of the ceiling that training reaches. Pairs run one
-after the other: run nothing else on the machine. The table goes to stdout and, with the rows as JSON, to
+frames (at most 200,000). The ratio train / env is the fraction of the ceiling that training reaches. With --floor,
+the compute floor too: the FLOPs of one iteration (torch's FlopCounterMode over the script's own run of two
+iterations less one of one iteration) at this CPU's matrix-product rate, measured in the same run; train / floor is
+the fraction of that floor that training reaches. Pairs run one after the other: run nothing else on the machine.
+The table goes to stdout and, with the rows as JSON, to
 `benchmark/results/speed_{env ids}.md` and `.json` (`--out`).
 """
 
@@ -71,6 +75,53 @@ def train_speed(script, env_id, iterations, threads):
     return frames, sps, usage.ru_maxrss / 1024  # MiB (ru_maxrss is in KiB on Linux)
 
 
+FLOPS_PROGRAM = """
+import runpy, sys
+from torch.utils.flop_counter import FlopCounterMode
+sys.argv = sys.argv[1:]
+with FlopCounterMode(display=False) as counter:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+print("FLOPS", counter.get_total_flops())
+"""
+
+
+def run_flops(script, env_id, iterations):
+    """The FLOPs that torch's FlopCounterMode counts (matrix products: linear layers, the GRU's, the hypernetwork's)
+    in a run of the script of `iterations` iterations (precollection off, the final evaluation on one task)."""
+    _, args = preset(script, env_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-c", FLOPS_PROGRAM, os.path.join(ROOT, script), "--env-id", env_id, "--total-timesteps"]
+        cmd += [str(iterations * args.num_envs * args.num_steps), "--precollect-frames", "0", "--eval-every", "0"]
+        cmd += ["--num-eval-tasks", "1"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+        out = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+        return int(out.stdout.split("FLOPS")[-1])
+
+
+def iteration_flops(script, env_id):
+    """FLOPs of one training iteration (rollout, values, PPO update, VAE or RL2 re-encoding): a run of two iterations
+    less a run of one, so that set-up and the final evaluation cancel."""
+    return run_flops(script, env_id, 2) - run_flops(script, env_id, 1)
+
+
+def matmul_rate(threads):
+    """This CPU's float32 matrix-product rate in FLOP/s with `threads` torch threads: the best of a square product and
+    of the hypernetwork's largest one, (240 x 6400) by (6400 x 256), each the fastest of 20."""
+    import torch
+
+    torch.set_num_threads(threads)
+    best = 0.0
+    for m, k, n in ((1024, 1024, 1024), (240, 6400, 256)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(20):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - start))
+    return best
+
+
 def env_speed(script, env_id, frames):
     module, args = preset(script, env_id)
     vector_env = meta_envs.make_vector_env(env_id, args.episodes_per_task, args.num_envs)  # the scripts' own
@@ -85,9 +136,11 @@ def env_speed(script, env_id, frames):
     return steps * args.num_envs / elapsed
 
 
-def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads, draws=None):
-    """One table row; with several measurements (`draws`), train_fps is their median."""
+def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads, draws=None, floor_fps=None):
+    """One table row; with several measurements (`draws`), train_fps is their median. `floor_fps`: the frames per
+    second if every FLOP of an iteration ran at the measured matrix-product rate (None: not measured)."""
     return {
+        "floor_fps": floor_fps,
         "script": script,
         "env_id": env_id,
         "frames": frames,
@@ -102,15 +155,17 @@ def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads, dr
 
 def markdown_table(rows):
     lines = [
-        "| script | env id | frames | train FPS | env-only FPS | train / env | peak memory | train FPS draws |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| script | env id | frames | train FPS | env-only FPS | train / env | FLOP floor FPS | train / floor | "
+        "peak memory | train FPS draws |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    lines += [
-        f"| `{r['script']}` | {r['env_id']} | {r['frames']:,} | {r['train_fps']:,.0f} | {r['env_fps']:,.0f} | "
-        f"{r['ratio']:.3f} | {r['peak_mib']:,.0f} MiB | "
-        f"{', '.join(f'{d:,.0f}' for d in r.get('train_fps_draws', []))} |"
-        for r in rows
-    ]
+    for r in rows:
+        floor = f"{r['floor_fps']:,.0f} | {r['train_fps'] / r['floor_fps']:.2f}" if r.get("floor_fps") else "- | -"
+        lines.append(
+            f"| `{r['script']}` | {r['env_id']} | {r['frames']:,} | {r['train_fps']:,.0f} | {r['env_fps']:,.0f} | "
+            f"{r['ratio']:.3f} | {floor} | {r['peak_mib']:,.0f} MiB | "
+            f"{', '.join(f'{d:,.0f}' for d in r.get('train_fps_draws', []))} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,6 +189,12 @@ def main(argv=None):
         "(default: benchmark/results/speed_{env ids}; '': nowhere)",
     )
     parser.add_argument("--json", default=None, help="(old spelling) also write the rows to this JSON file")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also count the FLOPs of an iteration (torch's FlopCounterMode) and measure the matrix-product rate: the "
+        "FLOP floor FPS is the speed if every FLOP ran at that rate; train / floor is the fraction reached",
+    )
     args = parser.parse_args(argv)
     scripts = [s if s.endswith(".py") else f"{s}.py" for s in args.scripts]
     out = (
@@ -147,6 +208,8 @@ def main(argv=None):
         f"{args.threads} torch thread(s), {args.iterations} iterations each, {args.repeat} measurement(s) per "
         f"pair (median), {platform.machine()}, {os.cpu_count()} cores"
     )
+    rate = matmul_rate(args.threads) if args.floor else None
+    header += f"; matrix-product rate {rate / 1e9:,.0f} GFLOP/s" if rate else ""
     print(header)
     print(markdown_table([]), flush=True)
     for env_id in args.env_ids:
@@ -158,14 +221,19 @@ def main(argv=None):
             frames, rss = draws[script][0][0], max(d[2] for d in draws[script])
             fps = [d[1] for d in draws[script]]
             ceiling = env_speed(script, env_id, min(frames, 200_000))
-            rows.append(
-                result_row(script, env_id, frames, float(statistics.median(fps)), ceiling, rss, args.threads, fps)
-            )
+            floor_fps = None
+            if rate:
+                _, preset_args = preset(script, env_id)
+                flops = iteration_flops(script, env_id)
+                floor_fps = preset_args.num_envs * preset_args.num_steps * rate / flops
+            median = float(statistics.median(fps))
+            rows.append(result_row(script, env_id, frames, median, ceiling, rss, args.threads, fps, floor_fps))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     payload = {
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "iterations": args.iterations,
+        "matmul_flops_per_s": rate,
         "repeat": args.repeat,
         "results": rows,
     }

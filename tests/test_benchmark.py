@@ -390,7 +390,9 @@ def test_speed_table_and_a_tiny_measurement(tmp_path):
     row = speed.result_row("varibad_hyper.py", "GridNavi", 960, 500.0, 50_000.0, 512.4, 1)
     assert row["ratio"] == 0.01
     line = speed.markdown_table([row]).splitlines()[-1]
-    assert line == "| `varibad_hyper.py` | GridNavi | 960 | 500 | 50,000 | 0.010 | 512 MiB | 500 |"
+    assert line == "| `varibad_hyper.py` | GridNavi | 960 | 500 | 50,000 | 0.010 | - | - | 512 MiB | 500 |"
+    row = speed.result_row("varibad_hyper.py", "GridNavi", 960, 500.0, 50_000.0, 512.4, 1, floor_fps=2_000.0)
+    assert "| 0.010 | 2,000 | 0.25 | 512 MiB |" in speed.markdown_table([row])
     rows = speed.main(
         [
             "--scripts",
@@ -413,6 +415,18 @@ def test_speed_table_and_a_tiny_measurement(tmp_path):
     assert row["ratio"] == pytest.approx(row["train_fps"] / row["env_fps"])
     assert json.loads((tmp_path / "speed.json").read_text())["results"] == rows
     assert "| `varibad_standard.py` | GridNavi | 960 |" in (tmp_path / "speed.md").read_text()
+
+
+def test_the_flop_count_includes_the_backward_pass(tmp_path):
+    """The floor's counter runs a script as `__main__` and counts its matrix products, backward included: a linear
+    layer (10 x 100 by 100 x 50) costs 2 * 10 * 100 * 50 FLOPs forward and twice that backward (weight and input)."""
+    program = "import torch\nx = torch.randn(10, 100, requires_grad=True)\n"
+    program += "torch.nn.Linear(100, 50)(x).sum().backward()\n"
+    (tmp_path / "tiny.py").write_text(program)
+    out = subprocess.run([sys.executable, "-c", speed.FLOPS_PROGRAM, str(tmp_path / "tiny.py")], capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split(b"FLOPS")[-1]) == 3 * 2 * 10 * 100 * 50
+    assert speed.matmul_rate(1) > 1e9
 
 
 # --------------------------------------------------------------------------------------------------------------------
