@@ -43,7 +43,7 @@ def preset(script, env_id):
     return module, module.apply_preset(module.Args(env_id=env_id))
 
 
-def train_speed(script, env_id, iterations, threads):
+def train_speed(script, env_id, iterations, threads, async_envs=False):
     _, args = preset(script, env_id)
     frames = iterations * args.num_envs * args.num_steps
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,6 +60,7 @@ def train_speed(script, env_id, iterations, threads):
             "0",
             "--num-eval-tasks",
             "2",
+            *(["--async-envs"] if async_envs else []),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -122,9 +123,9 @@ def matmul_rate(threads):
     return best
 
 
-def env_speed(script, env_id, frames):
+def env_speed(script, env_id, frames, async_envs=False):
     module, args = preset(script, env_id)
-    vector_env = meta_envs.make_vector_env(env_id, args.episodes_per_task, args.num_envs)  # the scripts' own
+    vector_env = meta_envs.make_vector_env(env_id, args.episodes_per_task, args.num_envs, async_envs)  # the scripts'
     vector_env.reset(seed=0)
     vector_env.action_space.seed(0)
     steps = max(1, frames // args.num_envs)
@@ -190,6 +191,11 @@ def main(argv=None):
     )
     parser.add_argument("--json", default=None, help="(old spelling) also write the rows to this JSON file")
     parser.add_argument(
+        "--async-envs",
+        action="store_true",
+        help="train with --async-envs, and step the env-only ceiling's envs in subprocesses too",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also count the FLOPs of an iteration (torch's FlopCounterMode) and measure the matrix-product rate: the "
@@ -206,7 +212,7 @@ def main(argv=None):
     rows = []
     header = (
         f"{args.threads} torch thread(s), {args.iterations} iterations each, {args.repeat} measurement(s) per "
-        f"pair (median), {platform.machine()}, {os.cpu_count()} cores"
+        f"pair (median), {platform.machine()}, {os.cpu_count()} cores{', --async-envs' if args.async_envs else ''}"
     )
     rate = matmul_rate(args.threads) if args.floor else None
     header += f"; matrix-product rate {rate / 1e9:,.0f} GFLOP/s" if rate else ""
@@ -216,11 +222,11 @@ def main(argv=None):
         draws = {script: [] for script in scripts}
         for _ in range(args.repeat):  # interleaved, so that a slow spell of the machine hits every script alike
             for script in scripts:
-                draws[script].append(train_speed(script, env_id, args.iterations, args.threads))
+                draws[script].append(train_speed(script, env_id, args.iterations, args.threads, args.async_envs))
         for script in scripts:
             frames, rss = draws[script][0][0], max(d[2] for d in draws[script])
             fps = [d[1] for d in draws[script]]
-            ceiling = env_speed(script, env_id, min(frames, 200_000))
+            ceiling = env_speed(script, env_id, min(frames, 200_000), args.async_envs)
             floor_fps = None
             if rate:
                 _, preset_args = preset(script, env_id)
