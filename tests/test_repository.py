@@ -76,3 +76,14 @@ def test_the_suite_runs_on_both_cores_with_a_timeout(request):
     per-test timeout are on."""
     assert request.config.inipath.name == "pyproject.toml"
     assert float(request.config.getini("timeout")) > 0 and "-n" in request.config.getini("addopts")
+
+
+def test_the_faithful_runs_commands_name_no_machine_folders():
+    """Every result run's command.txt runs from the repository root with relative paths and names its machine."""
+    runs = os.path.join(ROOT, "benchmark", "faithful", "runs")
+    for key in os.listdir(runs):
+        text = read(os.path.join("benchmark", "faithful", "runs", key, "command.txt"))
+        assert not re.search(r"(^|[ =])/(work|root|home|tmp)/", text, re.M), key
+        commands = [line for line in text.splitlines() if not line.startswith("#")]
+        assert commands and all(line.startswith("cd benchmark/work/") for line in commands), key
+        assert text.count("# machine:") == len(commands), key
