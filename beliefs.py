@@ -49,7 +49,7 @@ def load_run(path):
     if not isinstance(ckpt, dict) or ckpt.get("script") not in SCRIPTS:
         sys.exit(f"error: {path!r} is not a checkpoint of one of {', '.join(SCRIPTS)}")
     module = importlib.import_module(ckpt["script"][: -len(".py")])
-    args = module.Args(**ckpt["args"])
+    args = module.Args(**{k: v for k, v in ckpt["args"].items() if k in module.Args.__dataclass_fields__})
     env = envs.make_env(args.env_id, args.episodes_per_task)()
     obs_space, action_space = env.observation_space, env.action_space
     env.close()

@@ -190,7 +190,7 @@ capture_video save_model save_every async_envs eval_every num_eval_tasks num_eva
 def checkpoint_args(args, given, ckpt):
     """The checkpoint's settings with the RUNTIME_FLAGS given on the command line, checked together. Another flag given
     with a value that differs from the checkpoint's stops with an error rather than silently changing the run."""
-    saved = dict(ckpt["args"], resume=None)
+    saved = {k: v for k, v in ckpt["args"].items() if k in Args.__dataclass_fields__} | {"resume": None}
     for name in sorted(given - set(RUNTIME_FLAGS)):
         if getattr(args, name) != saved[name]:
             flag = f"--{name.replace('_', '-')} {getattr(args, name)}"

@@ -395,7 +395,7 @@ def test_flags_given_on_resume_count_even_when_they_equal_the_preset(tmp_path, f
 @pytest.mark.parametrize("module", MODULES, ids=SCRIPTS)
 def test_resume_keeps_the_saved_settings_and_takes_the_runtime_flags_given(module):
     saved = dataclasses.asdict(module.apply_preset(module.Args(env_id="GridNavi", track=True, total_timesteps=3000)))
-    ckpt = {"args": saved}
+    ckpt = {"args": {**saved, "eval_checkpoint": None}}  # and a flag that the scripts no longer have
     args, given = module.parse_args(
         [
             "--env-id",
