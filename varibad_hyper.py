@@ -475,6 +475,8 @@ def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
     elif init == "kaiming":  # the 2023 paper's ablation: PyTorch's kaiming_uniform_ (tanh) heads, zero head biases
         for head in (w_head, b_head):
             nn.init.kaiming_uniform_(head.weight, nonlinearity="tanh")
+    else:
+        raise ValueError(f"--hyper-init must be one of bias, weight, hfi, naive, kaiming; got {init!r}")
 
 
 class Agent(nn.Module):
