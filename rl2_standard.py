@@ -165,7 +165,7 @@ def parse_args(argv=None):
     return args, given
 
 
-# what a resumed run (or an evaluated checkpoint) may change on the command line; it keeps every other setting
+# what a resumed run may change on the command line; it keeps every other setting
 RUNTIME_FLAGS = """env_id resume total_timesteps cuda track wandb_project_name wandb_entity
 capture_video save_model save_every async_envs eval_every num_eval_tasks num_eval_episodes""".split()
 

@@ -101,10 +101,12 @@ def run_flops(script, env_id, iterations):
         return int(out.stdout.split("FLOPS")[-1])
 
 
-def iteration_flops(script, env_id):
-    """FLOPs of one training iteration (rollout, values, PPO update, VAE or RL2 re-encoding): a run of two iterations
-    less a run of one, so that set-up and the final evaluation cancel."""
-    return run_flops(script, env_id, 2) - run_flops(script, env_id, 1)
+def floor_fps(script, env_id, rate):
+    """The frames per second if every FLOP of one training iteration (rollout, values, PPO update, VAE or RL2
+    re-encoding) ran at `rate` FLOP/s; the FLOPs are a run of two iterations less a run of one, so that set-up and the
+    final evaluation cancel."""
+    _, args = preset(script, env_id)
+    return args.num_envs * args.num_steps * rate / (run_flops(script, env_id, 2) - run_flops(script, env_id, 1))
 
 
 def matmul_rate(threads):
@@ -141,7 +143,6 @@ def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads, dr
     """One table row; with several measurements (`draws`), train_fps is their median. `floor_fps`: the frames per
     second if every FLOP of an iteration ran at the measured matrix-product rate (None: not measured)."""
     return {
-        "floor_fps": floor_fps,
         "script": script,
         "env_id": env_id,
         "frames": frames,
@@ -151,6 +152,7 @@ def result_row(script, env_id, frames, train_fps, env_fps, peak_mib, threads, dr
         "peak_mib": peak_mib,
         "threads": threads,
         "train_fps_draws": draws or [train_fps],
+        "floor_fps": floor_fps,
     }
 
 
@@ -227,13 +229,9 @@ def main(argv=None):
             frames, rss = draws[script][0][0], max(d[2] for d in draws[script])
             fps = [d[1] for d in draws[script]]
             ceiling = env_speed(script, env_id, min(frames, 200_000), args.async_envs)
-            floor_fps = None
-            if rate:
-                _, preset_args = preset(script, env_id)
-                flops = iteration_flops(script, env_id)
-                floor_fps = preset_args.num_envs * preset_args.num_steps * rate / flops
+            floor = floor_fps(script, env_id, rate) if rate else None
             median = float(statistics.median(fps))
-            rows.append(result_row(script, env_id, frames, median, ceiling, rss, args.threads, fps, floor_fps))
+            rows.append(result_row(script, env_id, frames, median, ceiling, rss, args.threads, fps, floor))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     payload = {
         "machine": platform.platform(),
