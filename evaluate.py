@@ -3,11 +3,11 @@
     python evaluate.py runs/GridNavi__varibad_hyper__1__1700000000/checkpoint.pt
     python evaluate.py runs/RUN/checkpoint.pt --num-eval-tasks 200 --capture-video
 
-The evaluation is the script's own (its `evaluate` and `eval_summary`, as in CleanRL's evaluation helpers, which
-import the Agent they evaluate): one meta-episode per held-out task, deterministic actions, the latent updated after
-every step. It uses the run's settings; the flags below change only how many tasks and episodes are played, and where.
-The JSON line holds eval.json's fields: the mean return, the return per episode, Meta-World's success, and every
-task's returns and successes.
+The evaluation is the script's own `evaluate` (as in CleanRL's evaluation helpers, which import the Agent they
+evaluate): one meta-episode per held-out task, deterministic actions, the latent updated after every step. It uses
+the run's settings; the flags below change only how many tasks and episodes are played, and where. The JSON line
+holds eval.json's fields: the mean return, the return per episode, Meta-World's success, and every task's returns
+and successes.
 """
 
 import argparse
@@ -41,8 +41,8 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() and opts.cuda else "cpu")
     tasks = envs.evaluation_tasks(args.env_id, args.num_eval_tasks, args.eval_seed)
     video_dir = os.path.join("videos", f"{run_name}-eval") if opts.capture_video else None
-    returns, successes = module.evaluate(agent.to(device), encoder.to(device), args, tasks, device, video_dir)
-    print(json.dumps(module.eval_summary(returns, successes, args)[0] | {"checkpoint": opts.checkpoint}))
+    summary, _ = module.evaluate(agent.to(device), encoder.to(device), args, tasks, device, video_dir)
+    print(json.dumps(summary | {"checkpoint": opts.checkpoint}))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ PPO trains the policy on meta-episodes: k episodes of one task. Differs from `va
     python varibad_standard.py --env-id CheetahDir   # the paper's preset for CheetahDir (--help shows it)
 """
 
+import collections
 import csv
 import dataclasses
 import json
@@ -124,11 +125,9 @@ PRESETS = {
                   vae_subsample_decodes=50),
 }
 # fmt: on
-# the numbers that must be > 0 (every other number must be >= 0)
-POSITIVE = """total_timesteps learning_rate num_envs num_steps num_minibatches update_epochs clip_coef max_grad_norm
-adam_eps reward_clip gamma episodes_per_task num_eval_tasks save_every latent_dim encoder_gru_hidden_size
-reward_embedding_size state_embedding_size policy_state_embedding_dim policy_latent_embedding_dim vae_lr
-vae_batch_num_trajs vae_buffer_size""".split()
+# the numbers that may be 0 (every other number must be > 0)
+MAY_BE_ZERO = """seed gae_lambda ent_coef vf_coef precollect_frames eval_every num_eval_episodes eval_seed
+encoder_gru_chrono action_embedding_size kl_weight num_vae_updates vae_subsample_elbos vae_subsample_decodes""".split()
 
 
 # TRY NOT TO MODIFY: command line, presets and resume
@@ -140,15 +139,13 @@ def apply_preset(args):
 def args_error(args):
     """The first problem with `args`, in one line that says what is wrong; None if there is none."""
     for name, value in dataclasses.asdict(args).items():
-        flag, values = "--" + name.replace("_", "-"), value if isinstance(value, tuple) else (value,)
+        values, positive = (value, True) if isinstance(value, tuple) else ((value,), name not in MAY_BE_ZERO)
         if isinstance(value, (bool, str, type(None))):
             continue
         if not all(math.isfinite(v) for v in values):
-            return f"{flag} is {value}; it must be a finite number"
-        if isinstance(value, tuple) and not all(v > 0 for v in values):
-            return f"{flag} {' '.join(map(str, value))}: every layer size must be > 0"
-        if not isinstance(value, tuple) and value <= 0 and (name in POSITIVE or value < 0):
-            return f"{flag} is {value}; it must be {'>' if name in POSITIVE else '>='} 0"
+            return f"--{name.replace('_', '-')} is {value}; it must be a finite number"
+        if any(v <= 0 if positive else v < 0 for v in values):
+            return f"--{name.replace('_', '-')} is {value}; it must be {'>' if positive else '>='} 0"
     batch, rollout = args.num_envs * args.num_steps, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
     if args.encoder_gru_chrono == 1:
         return "--encoder-gru-chrono 1: give 0 (zero bias) or a memory span T >= 2"
@@ -163,22 +160,18 @@ def args_error(args):
     return None
 
 
-def parse_args(argv=None):
-    """tyro on top of the preset of the --env-id in argv (so that --help shows it); one line on bad input. Returns the
-    args and the names of the fields given on the command line (`--no-track` gives `track`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    names, given, env_id = {field.name for field in dataclasses.fields(Args)}, set(), Args.env_id
-    for arg, next_arg in zip(argv, [*argv[1:], ""]):
-        name, _, value = arg[2:].replace("-", "_").partition("=")
-        if arg.startswith("--"):
-            given.add(name if name in names else name.removeprefix("no_"))
-        env_id = (value or next_arg) if arg.startswith("--") and name == "env_id" else env_id
-    if env_id not in envs.ENV_IDS:
-        sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
-    args = tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
-    if not args.resume and (error := args_error(args)):  # else checked in checkpoint_args
-        sys.exit(f"error: {error}")
-    return args, given
+def load_checkpoint(path, env_id):
+    """The checkpoint at `path`, or a one-line error if it is not one of this script's for `env_id`."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a missing file, or not a checkpoint
+        sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})")
+    if not isinstance(ckpt, dict) or not {"script", "args", "agent"} <= set(ckpt):
+        sys.exit(f"error: {path!r} is not a checkpoint of this repository's scripts")
+    if ckpt["script"] != os.path.basename(__file__) or ckpt["args"]["env_id"] != env_id:
+        sys.exit(f"error: {path!r} is a checkpoint of {ckpt['script']} for {ckpt['args']['env_id']}, not of "
+                 f"{os.path.basename(__file__)} for --env-id {env_id}")  # fmt: skip
+    return ckpt
 
 
 # what a resumed run may change on the command line; it keeps every other setting
@@ -186,18 +179,30 @@ RUNTIME_FLAGS = """env_id resume total_timesteps cuda track wandb_project_name w
 capture_video save_model save_every async_envs eval_every num_eval_tasks num_eval_episodes""".split()
 
 
-def checkpoint_args(args, given, ckpt):
-    """The checkpoint's settings with the RUNTIME_FLAGS given on the command line, checked together. Another flag given
-    with a value that differs from the checkpoint's stops with an error rather than silently changing the run."""
-    saved = {k: v for k, v in ckpt["args"].items() if k in Args.__dataclass_fields__} | {"resume": None}
-    for name in sorted(given - set(RUNTIME_FLAGS)):
-        if getattr(args, name) != saved[name]:
-            flag = f"--{name.replace('_', '-')} {getattr(args, name)}"
-            sys.exit(f"error: {flag} differs from the checkpoint's {saved[name]}; a run keeps its settings")
-    args = Args(**{**saved, **{name: getattr(args, name) for name in given & set(RUNTIME_FLAGS)}})
-    if error := args_error(args):  # e.g. a --total-timesteps below the run's own rollout
+def parse_args(argv=None):
+    """tyro over the --env-id's preset (so --help shows it); with --resume, the checkpoint's settings and the
+    RUNTIME_FLAGS given on the command line. One line on bad input. Returns the args and the checkpoint (or None)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names, given, env_id = set(Args.__dataclass_fields__), set(), Args.env_id
+    for arg, next_arg in zip(argv, [*argv[1:], ""]):
+        name, _, value = arg[2:].replace("-", "_").partition("=")
+        if arg.startswith("--"):  # `--no-track` gives `track`
+            given.add(name if name in names else name.removeprefix("no_"))
+        env_id = (value or next_arg) if arg.startswith("--") and name == "env_id" else env_id
+    if env_id not in envs.ENV_IDS:
+        sys.exit(f"error: unknown --env-id {env_id!r}; valid ids: {', '.join(envs.ENV_IDS)}")
+    args = tyro.cli(Args, default=apply_preset(Args(env_id=env_id)), args=argv)
+    ckpt = load_checkpoint(args.resume, args.env_id) if args.resume else None
+    if ckpt:  # another flag given must keep the checkpoint's value rather than silently change the run
+        saved = {k: v for k, v in ckpt["args"].items() if k in names} | {"resume": None}
+        for name in sorted(given - set(RUNTIME_FLAGS)):
+            if getattr(args, name) != saved[name]:
+                flag = f"--{name.replace('_', '-')} {getattr(args, name)}"
+                sys.exit(f"error: {flag} differs from the checkpoint's {saved[name]}; a run keeps its settings")
+        args = Args(**{**saved, **{name: getattr(args, name) for name in given & set(RUNTIME_FLAGS)}})
+    if error := args_error(args):  # after a resume, e.g. a --total-timesteps below the run's own rollout
         sys.exit(f"error: {error}")
-    return args
+    return args, ckpt
 
 
 # TRY NOT TO MODIFY: bookkeeping and running statistics
@@ -225,8 +230,7 @@ class RunningMeanStd(nn.Module):
 
 
 class RewardNormalizer:
-    """Divides rewards by the running std of the discounted return (per env, reset at meta-episode ends, as the
-    authors' VecNormalize), then clips. The policy and critic learn from these; the task encoder sees raw rewards."""
+    """PPO's rewards: divided by the running std of the discounted return (per env, reset with the task), clipped."""
 
     def __init__(self, num_envs, gamma, clip):
         self.rms, self.gamma, self.clip, self.returns = RunningMeanStd(), gamma, clip, np.zeros(num_envs)
@@ -245,8 +249,7 @@ def mlp(sizes, activation=nn.ReLU):
 
 
 class Encoder(nn.Module):
-    """q(m | tau_:t): relu embeddings of (a_t, r_t, s_t+1) -> GRU -> latent [mu, logvar]. The prior (t = 0) is the
-    read-out of one GRU step on a zero input from the zero state; real sequences start from the zero state."""
+    """q(m | tau_:t): relu embeddings of (a_t, r_t, s_t+1) -> GRU -> [mu, logvar]; the prior reads a zero input."""
 
     def __init__(self, obs_dim, action_dim, args):
         super().__init__()
@@ -275,16 +278,14 @@ class Encoder(nn.Module):
         return latent[0], hidden
 
     def prior(self, batch_size):
-        device = self.readout.weight.device
-        hidden = torch.zeros(1, batch_size, self.gru.hidden_size, device=device)
-        out, _ = self.gru(torch.zeros(1, batch_size, self.gru.input_size, device=device), hidden)
+        hidden = self.readout.weight.new_zeros(1, batch_size, self.gru.hidden_size)
+        out, _ = self.gru(hidden.new_zeros(1, batch_size, self.gru.input_size), hidden)
         return self.readout(out[0]), hidden
 
 
 class Decoder(nn.Module):
-    """p(r_i+1, s_i+1 | s_i, a_i, m), each decoder with its own relu embeddings of states and actions. Reward: 'grid',
-    a Bernoulli logit of 'reward = 1' per cell, from m alone (its embeddings unused), or 'mlp', a regression from
-    [m, emb(s_i+1), emb(a_i), emb(s_i)]. State (if it has layers): a regression from [m, emb(s_i), emb(a_i)]."""
+    """p(r_i+1, s_i+1 | s_i, a_i, m), each decoder with its own embeddings. Reward: 'grid', a Bernoulli logit of 'r = 1'
+    per cell from m alone, or 'mlp', from [m, s_i+1, a_i, s_i]. State (if it has layers): from [m, s_i, a_i]."""
 
     def __init__(self, obs_dim, action_dim, args, num_cells=25):
         super().__init__()
@@ -307,8 +308,7 @@ class Decoder(nn.Module):
         return [F.relu(layer(x)) for layer, x in zip(embeddings, (obs, actions))]
 
     def losses(self, m, obs, actions, rewards, next_obs, valid):
-        """The summed negative log-likelihoods (reward, state) of the transitions (E, D, B, ...) decoded by the latent
-        samples m (E, B, L); `valid` (E, D, B) masks the padding."""
+        """The summed NLLs (reward, state) of transitions (E, D, B, ...) decoded by samples m (E, B, L), if `valid`."""
         rec_reward = rec_state = torch.zeros((), device=m.device)
         if self.reward_kind == "grid":  # the heads see m only: decode once per t and count each cell's labels
             cells = (next_obs[..., 0].round() * 5 + next_obs[..., 1].round()).long().transpose(1, 2)  # (E, B, D)
@@ -330,18 +330,13 @@ class Decoder(nn.Module):
 
 
 def elbo_terms(encoder, decoder, batch, args, generator=None):
-    """The negative ELBO's three terms for a batch of whole meta-episodes (time-major, zero-padded; `lengths` (B,)).
-
-    For every t = 0..H (t = 0: the prior) the posterior q_t decodes the transitions i of the *whole* meta-episode
-    (past and future) and pays KL(q_t || q_t-1), with q_-1 = N(0, I). With subsampling, `vae_subsample_elbos` t and
-    `vae_subsample_decodes` i per meta-episode are drawn with replacement. The reconstruction terms are summed over
-    t and i and averaged over the B meta-episodes. Returns (reward NLL, state NLL, KL)."""
+    """The negative ELBO's terms (reward NLL, state NLL, KL) for whole meta-episodes (time-major, zero-padded): each
+    posterior q_t, t = 0..H (or drawn t), decodes the meta-episode's transitions (or drawn ones); KL(q_t || q_t-1)."""
     obs, actions, rewards, next_obs, lengths = batch
     (H, B), device = rewards.shape[:2], rewards.device
     prior, hidden = encoder.prior(B)
     mu, logvar = torch.cat([prior.unsqueeze(0), encoder(actions, rewards, next_obs, hidden)[0]]).chunk(2, -1)
-    zero = torch.zeros_like(mu[:1])
-    mu_prev, logvar_prev = torch.cat([zero, mu[:-1]]), torch.cat([zero, logvar[:-1]])
+    mu_prev, logvar_prev = (torch.cat([torch.zeros_like(x[:1]), x[:-1]]) for x in (mu, logvar))  # q_-1 = N(0, I)
     kl = 0.5 * (logvar_prev - logvar + (logvar.exp() + (mu - mu_prev) ** 2) / logvar_prev.exp() - 1).sum(-1)
     m = mu + torch.randn(mu.shape, device=device, generator=generator) * (0.5 * logvar).exp()  # decoders see samples
     if args.vae_subsample_elbos:  # the time steps t (E, B), each in 0..length
@@ -362,15 +357,10 @@ def elbo_terms(encoder, decoder, batch, args, generator=None):
 
 
 class TrajectoryBuffer:
-    """The VAE's FIFO buffer of whole meta-episodes, each a (length, obs + action + reward + obs) tensor; it draws its
-    batches with its own generator."""
+    """The VAE's FIFO buffer of whole meta-episodes, each a (length, obs + action + reward + obs) tensor."""
 
     def __init__(self, capacity, dims, seed):
-        self.capacity, self.dims, self.trajs, self.next, self.rng = capacity, dims, [], 0, np.random.default_rng(seed)
-
-    def add(self, traj):
-        self.trajs[self.next : self.next + 1] = [traj]  # appends until full, then replaces the oldest
-        self.next = (self.next + 1) % self.capacity
+        self.trajs, self.dims, self.rng = collections.deque(maxlen=capacity), dims, np.random.default_rng(seed)
 
     def sample(self, batch_size, device):
         """(obs, actions, rewards, next_obs), each (H, B, ...) zero-padded to the longest, and the lengths (B,)."""
@@ -380,18 +370,17 @@ class TrajectoryBuffer:
         return (*(x.contiguous() for x in padded), torch.tensor([len(traj) for traj in trajs], device=device))
 
     def state_dict(self):  # one tensor: saving 100,000 small ones takes seconds
-        steps = torch.cat(self.trajs) if self.trajs else torch.zeros(0, sum(self.dims))
-        return dict(steps=steps, lengths=[len(t) for t in self.trajs], next=self.next, rng=self.rng.bit_generator.state)
+        steps = torch.cat(list(self.trajs)) if self.trajs else torch.zeros(0, sum(self.dims))
+        return dict(steps=steps, lengths=[len(t) for t in self.trajs], rng=self.rng.bit_generator.state)
 
     def load_state_dict(self, state):
-        self.trajs, self.next = list(state["steps"].split(state["lengths"])), state["next"]
+        self.trajs.extend(state["steps"].split(state["lengths"]))
         self.rng.bit_generator.state = state["rng"]
 
 
 @torch.no_grad()
 def encode_unfinished(encoder, running, dims, device):
-    """META-RL LOGIC: the latent and hidden state after each env's unfinished meta-episode (its transitions in
-    `running`), re-encoded by the current encoder; the prior where there are none."""
+    """META-RL LOGIC: each env's unfinished meta-episode (`running`) re-encoded by the current encoder."""
     latent, hidden = encoder.prior(len(running))
     lengths = np.array([len(transitions) for transitions in running])
     if lengths.max() > 0:
@@ -405,12 +394,10 @@ def encode_unfinished(encoder, running, dims, device):
 
 
 # ALGO LOGIC: the policy
+@torch.no_grad()
 def normc_(weight, gain=1.0):
     """normc: each output row ~ N(0, I), rescaled to L2 norm `gain` (VariBAD's and the hypernetwork papers' init)."""
-    with torch.no_grad():
-        weight.normal_()
-        weight.mul_(gain / weight.norm(dim=1, keepdim=True))
-    return weight
+    return weight.normal_().mul_(gain / weight.norm(dim=1, keepdim=True))
 
 
 def layer_init(layer, gain=5 / 3):
@@ -420,9 +407,8 @@ def layer_init(layer, gain=5 / 3):
 
 
 class Agent(nn.Module):
-    """Standard policy: [tanh(state embedding) 256, tanh(latent embedding) 25] -> 256 -> 128 (tanh) -> head, with
-    separate actor and critic MLPs; the Gaussian log-std is a parameter. The state and the latent are
-    running-normalised."""
+    """Standard policy: [tanh(state embedding) 256, tanh(latent embedding) 25] -> 256 -> 128 (tanh) -> head, actor
+    and critic separate; the Gaussian log-std is a parameter. The state and the latent are running-normalised."""
 
     def __init__(self, observation_space, action_space, args):
         super().__init__()
@@ -434,11 +420,9 @@ class Agent(nn.Module):
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         out_dim = action_space.n if self.discrete else action_space.shape[0]
         head = nn.Linear(128, out_dim)
-        if self.discrete:
-            nn.init.orthogonal_(head.weight, 0.01)
-            nn.init.zeros_(head.bias)
-        else:
-            layer_init(head, gain=1.0)
+        nn.init.orthogonal_(head.weight, 0.01) if self.discrete else normc_(head.weight, 1.0)
+        nn.init.zeros_(head.bias)
+        if not self.discrete:
             self.actor_logstd = nn.Parameter(torch.zeros(1, out_dim))
 
         def hidden():  # the hidden layers of the actor or the critic
@@ -471,10 +455,8 @@ class Agent(nn.Module):
 
 # ALGO LOGIC: PPO's advantages
 def compute_gae(rewards, values, terminals, final_values, next_value, args):
-    """GAE over a rollout (T, N). Where step t ended a meta-episode (`terminals[t]`) the next state, a new task's, is
-    not bootstrapped but `final_values[t]` is (see the rollout). Inner episode ends are not terminal: no cut there."""
-    advantages = torch.zeros_like(rewards)
-    lastgaelam = 0
+    """GAE over a rollout (T, N), cut only where a meta-episode ended; `final_values` bootstraps time-limit cuts."""
+    advantages, lastgaelam = torch.zeros_like(rewards), 0
     for t in reversed(range(rewards.shape[0])):
         nextvalues = next_value if t == rewards.shape[0] - 1 else values[t + 1]
         nextnonterminal = 1.0 - terminals[t]
@@ -486,7 +468,8 @@ def compute_gae(rewards, values, terminals, final_values, next_value, args):
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """The held-out evaluation (envs.run_meta_episodes): deterministic actions, the latent updated at every step."""
+    """The held-out evaluation (envs.run_meta_episodes): deterministic actions, the latent updated at every step.
+    Returns eval.json's fields (mean return, per episode, Meta-World's success, every task's) and the eval/ metrics."""
     latent, hidden = encoder.prior(len(tasks))
 
     def policy(obs, previous):
@@ -497,12 +480,7 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
         return agent.act(agent.features(obs, latent), deterministic=True)[0].cpu().numpy()
 
     k = args.num_eval_episodes or args.episodes_per_task
-    return envs.run_meta_episodes(args.env_id, tasks, k, args.eval_seed, policy, video_dir)[:2]
-
-
-def eval_summary(returns, successes, args):
-    """eval.json (what evaluate.py prints): mean returns, the papers' Meta-World success (the fraction of tasks
-    with a success in an episode, averaged over episodes), every task's results; and the metrics logged under eval/."""
+    returns, successes = envs.run_meta_episodes(args.env_id, tasks, k, args.eval_seed, policy, video_dir)[:2]
     success, per_episode = float((successes > 0).mean(0).mean()), returns.mean(0)
     summary = {"return": float(returns.sum(1).mean()), "return_per_episode": per_episode.tolist(), "success": success}
     summary |= {"returns": returns.tolist(), "successes": successes.tolist()}
@@ -513,24 +491,12 @@ def eval_summary(returns, successes, args):
 
 
 # TRY NOT TO MODIFY: checkpoints, signals and logging
-def save_checkpoint(path, **state):
-    """Atomic: a temporary file, then a rename (a killed save never leaves a corrupt checkpoint)."""
+def save_checkpoint(path, learners, **state):
+    """Every learner's state, `state`, the script and the generators; atomic: a temporary file, then a rename."""
+    state |= {name: learner.state_dict() for name, learner in learners.items()} | {"script": os.path.basename(__file__)}
+    state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
     torch.save(state, f"{path}.tmp")
     os.replace(f"{path}.tmp", path)
-
-
-def load_checkpoint(path, env_id):
-    """The checkpoint at `path`, or a one-line error if it is not one of this script's for `env_id`."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a missing file, or not a checkpoint
-        sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})")
-    if not isinstance(ckpt, dict) or not {"script", "args", "agent"} <= set(ckpt):
-        sys.exit(f"error: {path!r} is not a checkpoint of this repository's scripts")
-    if ckpt["script"] != os.path.basename(__file__) or ckpt["args"]["env_id"] != env_id:
-        sys.exit(f"error: {path!r} is a checkpoint of {ckpt['script']} for {ckpt['args']['env_id']}, not of "
-                 f"{os.path.basename(__file__)} for --env-id {env_id}")  # fmt: skip
-    return ckpt
 
 
 def catch_stop_signals():
@@ -555,8 +521,7 @@ def nonfinite(metrics, modules):
 
 
 class Logger:
-    """Every metric to `runs/{run_name}/metrics.csv` (global_step, wall_time, metric, value) and, with --track, to
-    wandb (offline if wandb cannot connect; its failures never stop training); a progress line with the ETA."""
+    """Metrics to `runs/{run_name}/metrics.csv` and, with --track, wandb (offline if it fails); progress and ETA."""
 
     def __init__(self, run_dir, args, run_name, resume_step=None):
         self.path, rows = os.path.join(run_dir, "metrics.csv"), [["global_step", "wall_time", "metric", "value"]]
@@ -581,8 +546,7 @@ class Logger:
 
     def log(self, metrics, step, total, last=False):
         """Writes the metrics; prints progress every second on a terminal, every 30 s in a log file, and at the end."""
-        now = f"{time.time():.3f}"
-        self.writer.writerows([step, now, name, f"{value:.6g}"] for name, value in metrics.items())
+        self.writer.writerows([step, f"{time.time():.3f}", name, f"{value:.6g}"] for name, value in metrics.items())
         self.latest.update(metrics)
         if self.wandb is not None:
             try:
@@ -606,8 +570,7 @@ class Logger:
 
 # ALGO LOGIC: PPO's update
 def ppo_update(agent, optimizer, batch, args):
-    """PPO's clipped-surrogate update on the rollout `batch` (a dict of (T, N, ...) tensors), in minibatches of steps.
-    Returns the losses of the last minibatch, the clip fraction and the explained variance, to log."""
+    """PPO's clipped-surrogate update on the rollout `batch` (a dict of (T, N, ...) tensors); returns what to log."""
     batch = {key: value.flatten(0, 1) for key, value in batch.items()}
     b_inds, clipfracs = np.arange(len(batch["obs"])), []
     minibatch_size = len(b_inds) // args.num_minibatches
@@ -654,9 +617,7 @@ def ppo_update(agent, optimizer, batch, args):
 
 
 if __name__ == "__main__":
-    args, given = parse_args()
-    ckpt = load_checkpoint(args.resume, args.env_id) if args.resume else None
-    args = checkpoint_args(args, given, ckpt) if ckpt else args  # a resumed run keeps the checkpoint's settings
+    args, ckpt = parse_args()  # a resumed run keeps the checkpoint's settings
     num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
     run_name = ckpt["run_name"] if ckpt else f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join("runs", run_name)
@@ -674,8 +635,7 @@ if __name__ == "__main__":
     # env setup
     train_envs = envs.make_vector_env(args.env_id, args.episodes_per_task, args.num_envs, args.async_envs)
     obs_space, action_space = train_envs.single_observation_space, train_envs.single_action_space
-    obs_dim = obs_space.shape[0]
-    action_dim = action_space.n if isinstance(action_space, gym.spaces.Discrete) else action_space.shape[0]
+    obs_dim, action_dim = obs_space.shape[0], gym.spaces.flatdim(action_space)  # flatdim: n if discrete
     eval_tasks = envs.evaluation_tasks(args.env_id, args.num_eval_tasks, args.eval_seed)
 
     agent = Agent(obs_space, action_space, args).to(device)
@@ -705,11 +665,10 @@ if __name__ == "__main__":
         json.dump(dataclasses.asdict(args), f, indent=2)
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
-    # ALGO Logic: Storage setup
+    # ALGO Logic: Storage setup (final_values: the value of the true final state where a time limit cut a meta-episode)
     obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape).to(device)
     latents = torch.zeros((args.num_steps, args.num_envs, 2 * args.latent_dim)).to(device)
     actions = torch.zeros((args.num_steps, args.num_envs) + action_space.shape).to(device)
-    # final_values: the value of the true final state where a time limit cut a meta-episode, else 0
     logprobs, rewards, terminals, final_values = torch.zeros((4, args.num_steps, args.num_envs)).to(device)
 
     # TRY NOT TO MODIFY: start the game
@@ -750,9 +709,9 @@ if __name__ == "__main__":
             transitions = np.concatenate([obs[step].cpu().numpy(), enc_action, reward[:, None], enc_next], 1)
             for record, transition in zip(running, transitions.astype(np.float32)):
                 record.append(transition)
-            enc_inputs = (enc_action, reward.astype(np.float32), enc_next)
             with torch.no_grad():
-                next_latent, hidden = encoder.step(*(torch.as_tensor(x, device=device) for x in enc_inputs), hidden)
+                _, *enc_inputs = torch.as_tensor(transitions, dtype=torch.float32, device=device).split(dims, -1)
+                next_latent, hidden = encoder.step(*enc_inputs, hidden)
             # META-RL LOGIC: a meta-episode cut by the time limit bootstraps from the value of its true final state,
             # with the latent that has seen the last transition (--proper-time-limits)
             final_values[step] = 0.0
@@ -763,7 +722,7 @@ if __name__ == "__main__":
                 final_values[step] = torch.where(cut, final_value, 0.0)
             if done.any():  # META-RL LOGIC: a finished meta-episode goes to the VAE; the next one starts at the prior
                 for i in np.flatnonzero(done):
-                    vae_buffer.add(torch.tensor(np.array(running[i])))
+                    vae_buffer.trajs.append(torch.tensor(np.array(running[i])))  # the oldest goes when it is full
                     running[i] = []
                 with torch.no_grad():
                     prior, _ = encoder.prior(1)
@@ -808,7 +767,7 @@ if __name__ == "__main__":
         last = iteration == num_iterations
         if (args.eval_every and iteration % args.eval_every == 0) or last:
             eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir if last else None)
-            metrics.update(eval_summary(*eval_results, args)[1])
+            metrics.update(eval_results[1])
         logger.log(metrics, global_step, args.total_timesteps, last)
         if problem := nonfinite(metrics, {"agent": agent, "encoder": encoder, "decoder": decoder}):
             kept = f"the last good checkpoint, {checkpoint_path} (iteration {saved_iteration}), is kept"
@@ -820,12 +779,8 @@ if __name__ == "__main__":
             if isinstance(train_envs, gym.vector.SyncVectorEnv) and train_envs.envs[0].unwrapped.snapshot_by_pickle:
                 rollout = dict(envs=pickle.dumps(train_envs.envs), next_obs=next_obs, running=running)
                 rollout["reward_returns"] = reward_normalizer.returns
-            rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-            save_checkpoint(
-                checkpoint_path, script=os.path.basename(__file__), run_name=run_name, args=dataclasses.asdict(args),
-                iteration=iteration, global_step=global_step, rng=rng, rollout=rollout,
-                **{name: learner.state_dict() for name, learner in learners.items()},
-            )  # fmt: skip
+            save_checkpoint(checkpoint_path, learners, run_name=run_name, args=dataclasses.asdict(args),
+                            iteration=iteration, global_step=global_step, rollout=rollout)  # fmt: skip
             saved_iteration = iteration
         if stop:
             print(f"{signal.Signals(stop[0]).name}: stopped at iteration {iteration} ({global_step:,} frames); "
@@ -838,6 +793,6 @@ if __name__ == "__main__":
         eval_results = evaluate(agent, encoder, args, eval_tasks, device, video_dir)
     result = {"env_id": args.env_id, "global_step": global_step, "tasks": [np.asarray(t).tolist() for t in eval_tasks]}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump(result | eval_summary(*eval_results, args)[0], f, indent=1)
+        json.dump(result | eval_results[0], f, indent=1)
     train_envs.close()
     logger.close()

@@ -136,7 +136,7 @@ def test_scripts_evaluate_with_deterministic_actions(module):
     runs = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        runs.append(module.evaluate(agent, encoder, args, tasks, torch.device("cpu"))[0])
+        runs.append(module.evaluate(agent, encoder, args, tasks, torch.device("cpu"))[0]["returns"])
     np.testing.assert_array_equal(runs[0], runs[1])
 
     def replay(seed, sample):

@@ -355,7 +355,7 @@ def test_wandb_log_failure_warns_once_and_training_goes_on(tmp_path):
 @pytest.mark.parametrize("module", MODULES, ids=SCRIPTS)
 def test_a_save_killed_half_way_leaves_the_previous_checkpoint_intact(module, tmp_path):
     path = str(tmp_path / "checkpoint.pt")
-    module.save_checkpoint(path, iteration=1, agent={"w": torch.ones(3)})
+    module.save_checkpoint(path, {}, iteration=1, agent={"w": torch.ones(3)})
     # the process dies while the next checkpoint is being written: simulate it by killing a child mid-save
     code = (
         f"import sys, os, signal, torch; sys.path.insert(0, {ROOT!r}); import {module.__name__} as m\n"
@@ -365,7 +365,7 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_intact(module, tm
         "    with open(f, 'r+b') as fh: fh.truncate(10)  # half a file on disk\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "torch.save = dying_save\n"
-        f"m.save_checkpoint({path!r}, iteration=2, agent={{'w': torch.zeros(3)}})\n"
+        f"m.save_checkpoint({path!r}, {{}}, iteration=2, agent={{'w': torch.zeros(3)}})\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == -signal.SIGKILL, result.stderr
@@ -393,32 +393,25 @@ def test_flags_given_on_resume_count_even_when_they_equal_the_preset(tmp_path, f
 
 
 @pytest.mark.parametrize("module", MODULES, ids=SCRIPTS)
-def test_resume_keeps_the_saved_settings_and_takes_the_runtime_flags_given(module):
-    saved = dataclasses.asdict(module.apply_preset(module.Args(env_id="GridNavi", track=True, total_timesteps=3000)))
-    ckpt = {"args": {**saved, "eval_checkpoint": None}}  # and a flag that the scripts no longer have
-    args, given = module.parse_args(
-        [
-            "--env-id",
-            "GridNavi",
-            "--resume",
-            "x.pt",
-            "--no-track",
-            "--total-timesteps",
-            str(saved["total_timesteps"] * 0 + 4_000_000),
-        ]
-    )
-    resumed = module.checkpoint_args(args, given, ckpt)
-    assert (resumed.track, resumed.total_timesteps, resumed.resume) == (False, 4_000_000, "x.pt")  # 4M: the preset's
+def test_resume_keeps_the_saved_settings_and_takes_the_runtime_flags_given(module, tmp_path):
+    def checkpoint(**changes):  # a checkpoint of this script whose settings are GridNavi's preset with changes
+        saved = dataclasses.asdict(module.apply_preset(module.Args(env_id="GridNavi", **changes)))
+        path = str(tmp_path / f"{len(changes)}.pt")
+        torch.save({"script": module.__name__ + ".py", "args": {**saved, "eval_checkpoint": None}, "agent": {}}, path)
+        return saved, path  # "eval_checkpoint": a flag that the scripts no longer have
+
+    saved, path = checkpoint(track=True, total_timesteps=3000)
+    resumed, ckpt = module.parse_args(["--env-id", "GridNavi", "--resume", path, "--no-track", "--total-timesteps",
+                                       "4000000"])  # fmt: skip
+    assert (resumed.track, resumed.total_timesteps, resumed.resume) == (False, 4_000_000, path)  # 4M: the preset's
     assert dataclasses.replace(resumed, track=True, total_timesteps=3000, resume=None) == module.Args(**saved)
-    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--gamma", "0.95"])  # the saved value
-    assert module.checkpoint_args(args, given, ckpt).gamma == 0.95
-    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--gamma", "0.9"])
+    assert ckpt["args"]["total_timesteps"] == 3000
+    assert module.parse_args(["--env-id", "GridNavi", "--resume", path, "--gamma", "0.95"])[0].gamma == 0.95  # saved
     with pytest.raises(SystemExit, match="--gamma 0.9 differs from the checkpoint's 0.95"):
-        module.checkpoint_args(args, given, ckpt)
+        module.parse_args(["--env-id", "GridNavi", "--resume", path, "--gamma", "0.9"])
     # the merged settings are checked together: the run's own rollout, not the preset's, bounds --total-timesteps
-    small = {**saved, "num_envs": 2, "num_steps": 10, "num_minibatches": 1}
-    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--total-timesteps", "40"])
-    assert module.checkpoint_args(args, given, {"args": small}).total_timesteps == 40  # below the preset's 960
-    args, given = module.parse_args(["--env-id", "GridNavi", "--resume", "x.pt", "--total-timesteps", "10"])
+    _, path = checkpoint(num_envs=2, num_steps=10, num_minibatches=1)
+    resumed, _ = module.parse_args(["--env-id", "GridNavi", "--resume", path, "--total-timesteps", "40"])
+    assert resumed.total_timesteps == 40  # below the preset's rollout of 960 frames, not below the run's 20
     with pytest.raises(SystemExit, match="--total-timesteps 10 is less than one rollout"):
-        module.checkpoint_args(args, given, {"args": small})
+        module.parse_args(["--env-id", "GridNavi", "--resume", path, "--total-timesteps", "10"])

@@ -50,8 +50,8 @@ def test_presets_cover_every_env_and_apply_paper_values():
 
 
 def test_command_line_flags_override_the_preset():
-    args, given = vs.parse_args(["--env-id", "CheetahDir", "--learning-rate", "1e-3", "--num-envs", "4"])
-    assert given == {"env_id", "learning_rate", "num_envs"}
+    args, ckpt = vs.parse_args(["--env-id", "CheetahDir", "--learning-rate", "1e-3", "--num-envs", "4"])
+    assert ckpt is None
     assert (args.learning_rate, args.num_envs, args.num_steps, args.kl_weight) == (1e-3, 4, 400, 0.1)
 
 
@@ -269,12 +269,14 @@ def test_reward_normaliser_is_the_authors_vecnormalize(module):
     )
 
 
-def test_meta_world_success_is_the_papers_formula():
+def test_meta_world_success_is_the_papers_formula(monkeypatch):
     """The authors' metalearner.py: per episode, the fraction of tasks with a success in it; then the mean over
     episodes. Tasks 0-2 (rows) over 4 episodes: 2/3, 0, 1/3, 1/3 -> 1/3 (solved in any episode: 1.0)."""
     successes = np.array([[1, 0, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0.0]])
-    args = vs.apply_preset(vs.Args(env_id="MetaWorldML1"))
-    summary, metrics = vs.eval_summary(np.zeros((3, 4)), successes, dataclasses.replace(args, episodes_per_task=2))
+    args = dataclasses.replace(vs.apply_preset(vs.Args(env_id="MetaWorldML1")), episodes_per_task=2)
+    monkeypatch.setattr(envs, "run_meta_episodes", lambda *_: (np.zeros((3, 4)), successes))  # the episodes played
+    encoder = SimpleNamespace(prior=lambda n: (None, None))
+    summary, metrics = vs.evaluate(None, encoder, args, [0, 1, 2], torch.device("cpu"))
     assert summary["success"] == metrics["eval/success"] == pytest.approx(1 / 3)
     success_ret = torch.tensor(successes) * 7  # theirs counts success steps per episode
     assert summary["success"] == pytest.approx((success_ret > 0).float().mean(dim=0).mean().item())
@@ -344,9 +346,9 @@ def test_trajectory_buffer_keeps_the_newest_meta_episodes_and_samples_them_padde
     buffer = vs.TrajectoryBuffer(3, dims, seed=0)
     trajs = [torch.full((length, 6), float(i)) for i, length in enumerate([4, 2, 5, 3, 1])]
     for n, traj in enumerate(trajs):
-        buffer.add(traj)
+        buffer.trajs.append(traj)
         assert len(buffer.trajs) == min(n + 1, 3)  # it grows to its capacity, then stays there
-    assert [t[0, 0].item() for t in buffer.trajs] == [3.0, 4.0, 2.0]  # 0 and 1, the oldest, were replaced in turn
+    assert [t[0, 0].item() for t in buffer.trajs] == [2.0, 3.0, 4.0]  # 0 and 1, the oldest, were dropped in turn
     copy = vs.TrajectoryBuffer(3, dims, seed=1)
     copy.load_state_dict(buffer.state_dict())
     obs, actions, rewards, next_obs, lengths = buffer.sample(3, torch.device("cpu"))
@@ -390,10 +392,10 @@ def test_agent_interface_and_checkpoint_round_trip_reproduces_actions(env_id, vs
     action, logprob, entropy, value = agent.get_action_and_value(obs, latent)
     assert logprob.shape == entropy.shape == (8,) and value.shape == (8, 1)
     assert agent.get_value(obs, latent).shape == (8, 1)
-    vs.save_checkpoint(tmp_path / "ckpt.pt", agent=agent.state_dict())
+    vs.save_checkpoint(tmp_path / "ckpt.pt", {"agent": agent})
     assert not (tmp_path / "ckpt.pt.tmp").exists()
     restored = vs.Agent(env.observation_space, env.action_space, args)
-    restored.load_state_dict(torch.load(tmp_path / "ckpt.pt")["agent"])
+    restored.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False)["agent"])
     torch.manual_seed(5)
     a1 = agent.get_action_and_value(obs, latent)
     torch.manual_seed(5)
@@ -598,3 +600,8 @@ def test_async_envs_resume_with_fresh_meta_episodes(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "GridNavi envs cannot be restored exactly (not pickled): fresh meta-episodes" in out.stderr
     assert json.loads((run_dir / "eval.json").read_text())["global_step"] == 480
+
+
+def test_every_layer_size_must_be_positive():
+    with pytest.raises(SystemExit, match=r"--reward-decoder-layers is \(32, 0\); it must be > 0"):
+        vs.parse_args(["--env-id", "GridNavi", "--reward-decoder-layers", "32", "0"])
