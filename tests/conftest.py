@@ -31,3 +31,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "needs_opengl" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def generate(net, e):
+    """The parameters a HyperNetwork generates from e: [(W (batch, n_out, n_in), b (batch, n_out)) per layer]."""
+    return [(w(e).view(*e.shape[:-1], b.out_features, -1), b(e)) for w, b in zip(net.weight_heads, net.bias_heads)]

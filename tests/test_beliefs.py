@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import generate
 
 import beliefs
 import envs
@@ -14,11 +15,6 @@ import varibad_hyper
 import varibad_standard
 
 MODULES = {m.__name__: m for m in (varibad_standard, varibad_hyper, rl2_standard, rl2_hyper)}
-
-
-def generate(net, e):
-    """The parameters a HyperNetwork generates from e: [(W (batch, n_out, n_in), b (batch, n_out)) per layer]."""
-    return [(w(e).view(*e.shape[:-1], b.out_features, -1), b(e)) for w, b in zip(net.weight_heads, net.bias_heads)]
 
 
 def build(module, env_id, seed=0, **overrides):

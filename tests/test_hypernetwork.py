@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import generate
 
 import envs
 import rl2_hyper as rh
@@ -17,11 +18,6 @@ import varibad_hyper as vh
 import varibad_standard as vs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def generate(net, e):
-    """The parameters a HyperNetwork generates from e: [(W (batch, n_out, n_in), b (batch, n_out)) per layer]."""
-    return [(w(e).view(*e.shape[:-1], b.out_features, -1), b(e)) for w, b in zip(net.weight_heads, net.bias_heads)]
 
 
 def make_agent(env_id, module=vh, **overrides):
