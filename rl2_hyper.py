@@ -332,25 +332,21 @@ def base_init_(weight, bias, kind):
 def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
     """Initialises a layer's heads by `init` (docs/method.md); `kind`: the base layer's role (hidden, critic, ...)."""
     d_e = w_head.in_features
-    for param in (w_head.weight, w_head.bias, b_head.weight, b_head.bias):
+    for param in (*w_head.parameters(), *b_head.parameters()):
         nn.init.zeros_(param)
     if init == "bias":  # Bias-HyperInit: at step 0, every latent gets the same, correctly initialised base network
         base_init_(w_head.bias.view(n_out, n_in), b_head.bias, kind)
     elif init == "weight":  # Weight-HyperInit: column k of a weight head is a draw of the base init; bias heads as bias
         for k in range(d_e):
-            base_init_(weight := torch.empty(n_out, n_in), torch.empty(n_out), kind)
-            w_head.weight[:, k] = weight.flatten()
+            base_init_(w_head.weight[:, k].view(n_out, n_in), torch.empty(n_out), kind)
         base_init_(torch.empty(n_out, n_in), b_head.bias, kind)
     elif init == "hfi":  # Hyperfan-in: Var = g^2 / (2 d_e n_in) for weight heads, g^2 / (2 d_e) for bias heads
         gain = {"hidden": 5 / 3, "discrete": 0.01, "continuous": 1.0, "critic": 1.0}[kind]
         for head, fan_in in ((w_head, d_e * n_in), (b_head, d_e)):
             nn.init.uniform_(head.weight, -gain * math.sqrt(3 / (2 * fan_in)), gain * math.sqrt(3 / (2 * fan_in)))
-    elif init == "naive":  # the heads initialised like ordinary layers (normc, gain 5/3): the failing baseline
-        for head in (w_head, b_head):
-            base_init_(head.weight, head.bias, "hidden")
-    elif init == "kaiming":  # the 2023 paper's ablation: PyTorch's kaiming_uniform_ (tanh) heads, zero head biases
-        for head in (w_head, b_head):
-            nn.init.kaiming_uniform_(head.weight, nonlinearity="tanh")
+    elif init in ("naive", "kaiming"):  # naive: the heads like ordinary layers (normc, gain 5/3), the failing
+        for weight in (w_head.weight, b_head.weight):  # baseline; kaiming: the 2023 paper's ablation; zero head biases
+            normc_(weight, 5 / 3) if init == "naive" else nn.init.kaiming_uniform_(weight, nonlinearity="tanh")
     else:
         raise ValueError(f"--hyper-init must be one of bias, weight, hfi, naive, kaiming; got {init!r}")
 
