@@ -312,7 +312,7 @@ class HyperNetwork(nn.Module):
         x, e = features
         for layer, (w_head, b_head) in enumerate(zip(self.weight_heads, self.bias_heads)):
             n_out, n_in = b_head.out_features, x.shape[-1]
-            outer = torch.einsum("bi,bk->bik", x, e).flatten(-2)  # (batch, n_in * d_e), index i * d_e + k
+            outer = torch.bmm(x.unsqueeze(2), e.unsqueeze(1)).flatten(-2)  # (batch, n_in * d_e), index i * d_e + k
             x = F.linear(outer, w_head.weight.view(n_out, -1)) + F.linear(x, w_head.bias.view(n_out, n_in)) + b_head(e)
             x = torch.tanh(x) if layer < len(self.weight_heads) - 1 else x
         return x

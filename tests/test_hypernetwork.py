@@ -131,13 +131,22 @@ def test_batched_application_equals_a_per_sample_loop(init):
         for head in [*net.weight_heads, *net.bias_heads]:
             nn.init.normal_(head.weight, std=0.05)
     x, e = torch.randn(9, 256, dtype=torch.float64), torch.tanh(torch.randn(9, 25, dtype=torch.float64))
+    x.requires_grad_(), e.requires_grad_()
     batched = net((x, e))
+    looped = []
     for i in range(9):
         h = x[i]
         for layer, (W, b) in enumerate(generate(net, e[i])):
             h = F.linear(h, W, b)
             h = torch.tanh(h) if layer < 2 else h
         assert torch.allclose(batched[i], h, atol=1e-10)
+        looped.append(h)
+    # the gradients too: with respect to the heads, the base input x and the embedding e
+    weights = torch.randn(9, 6, dtype=torch.float64)
+    inputs = [x, e, *net.parameters()]
+    grads = torch.autograd.grad((batched * weights).sum(), inputs)
+    for got, want in zip(grads, torch.autograd.grad((torch.stack(looped) * weights).sum(), inputs)):
+        assert torch.allclose(got, want, atol=1e-10)
     # and in float32 to float32's tolerance
     net32 = net.float()
     out32 = net32((x.float(), e.float()))
