@@ -130,8 +130,8 @@ def test_batched_application_equals_a_per_sample_loop(init):
     if init == "bias":  # give the zero-initialised head weights some values so that the latent matters
         for head in [*net.weight_heads, *net.bias_heads]:
             nn.init.normal_(head.weight, std=0.05)
-    x, e = torch.randn(9, 256, dtype=torch.float64), torch.tanh(torch.randn(9, 25, dtype=torch.float64))
-    x.requires_grad_(), e.requires_grad_()
+    x = torch.randn(9, 256, dtype=torch.float64, requires_grad=True)
+    e = torch.tanh(torch.randn(9, 25, dtype=torch.float64)).requires_grad_()
     batched = net((x, e))
     looped = []
     for i in range(9):
