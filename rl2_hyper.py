@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.distributions import Categorical, Normal
+from torch.distributions import Categorical, Independent, Normal
 
 import envs
 
@@ -164,8 +164,7 @@ capture_video save_model save_every async_envs eval_every num_eval_tasks num_eva
 
 
 def parse_args(argv=None):
-    """tyro over the --env-id's preset (so --help shows it); with --resume, the checkpoint's settings and the
-    RUNTIME_FLAGS given on the command line. One line on bad input. Returns the args and the checkpoint (or None)."""
+    """(args, checkpoint or None): tyro over --env-id's preset; with --resume, the checkpoint's args + RUNTIME_FLAGS."""
     argv = list(sys.argv[1:] if argv is None else argv)
     names, given, env_id = set(Args.__dataclass_fields__), set(), Args.env_id
     for arg, next_arg in zip(argv, [*argv[1:], ""]):
@@ -296,28 +295,6 @@ def normc_(weight, gain=1.0):
     return weight.normal_().mul_(gain / weight.norm(dim=1, keepdim=True))
 
 
-class HyperNetwork(nn.Module):
-    """META-RL LOGIC: a base MLP (tanh between layers) whose every weight and bias is linear in the task embedding e:
-    W_l(e) = reshape(A_l e + c_l), applied as W_l(e) x = A_l (x outer e) + c_l x without building W_l(e)."""
-
-    def __init__(self, embed_dim, sizes, init, out_init):
-        super().__init__()
-        pairs = list(zip(sizes[:-1], sizes[1:]))
-        self.weight_heads = nn.ModuleList(nn.Linear(embed_dim, n_out * n_in) for n_in, n_out in pairs)
-        self.bias_heads = nn.ModuleList(nn.Linear(embed_dim, n_out) for _, n_out in pairs)
-        for layer, (w_head, b_head) in enumerate(zip(self.weight_heads, self.bias_heads)):
-            hyper_init_(w_head, b_head, *pairs[layer], init, out_init if layer == len(pairs) - 1 else "hidden")
-
-    def forward(self, features):
-        x, e = features
-        for layer, (w_head, b_head) in enumerate(zip(self.weight_heads, self.bias_heads)):
-            n_out, n_in = b_head.out_features, x.shape[-1]
-            outer = torch.bmm(x.unsqueeze(2), e.unsqueeze(1)).flatten(-2)  # (batch, n_in * d_e), index i * d_e + k
-            x = F.linear(outer, w_head.weight.view(n_out, -1)) + F.linear(x, w_head.bias.view(n_out, n_in)) + b_head(e)
-            x = torch.tanh(x) if layer < len(self.weight_heads) - 1 else x
-        return x
-
-
 def base_init_(weight, bias, kind):
     """The standard policy's init of a base layer, drawn into the given (n_out, n_in) and (n_out,) views."""
     if kind == "critic":  # PyTorch's default Linear init, U(+-1/sqrt(n_in)) for weight and bias
@@ -344,11 +321,33 @@ def hyper_init_(w_head, b_head, n_in, n_out, init, kind):
         gain = {"hidden": 5 / 3, "discrete": 0.01, "continuous": 1.0, "critic": 1.0}[kind]
         for head, fan_in in ((w_head, d_e * n_in), (b_head, d_e)):
             nn.init.uniform_(head.weight, -gain * math.sqrt(3 / (2 * fan_in)), gain * math.sqrt(3 / (2 * fan_in)))
-    elif init in ("naive", "kaiming"):  # naive: the heads like ordinary layers (normc, gain 5/3), the failing
-        for weight in (w_head.weight, b_head.weight):  # baseline; kaiming: the 2023 paper's ablation; zero head biases
+    elif init in ("naive", "kaiming"):  # naive: the heads initialised like ordinary layers (normc, gain 5/3), the
+        for weight in (w_head.weight, b_head.weight):  # failing baseline; kaiming: the 2023 paper's ablation
             normc_(weight, 5 / 3) if init == "naive" else nn.init.kaiming_uniform_(weight, nonlinearity="tanh")
     else:
         raise ValueError(f"--hyper-init must be one of bias, weight, hfi, naive, kaiming; got {init!r}")
+
+
+class HyperNetwork(nn.Module):
+    """META-RL LOGIC: a base MLP (tanh between layers) whose every weight and bias is linear in the task embedding e:
+    W_l(e) = reshape(A_l e + c_l), applied as W_l(e) x = A_l (x outer e) + c_l x without building W_l(e)."""
+
+    def __init__(self, embed_dim, sizes, init, out_init):
+        super().__init__()
+        pairs = list(zip(sizes[:-1], sizes[1:]))
+        self.weight_heads = nn.ModuleList(nn.Linear(embed_dim, n_out * n_in) for n_in, n_out in pairs)
+        self.bias_heads = nn.ModuleList(nn.Linear(embed_dim, n_out) for _, n_out in pairs)
+        for layer, (w_head, b_head) in enumerate(zip(self.weight_heads, self.bias_heads)):
+            hyper_init_(w_head, b_head, *pairs[layer], init, out_init if layer == len(pairs) - 1 else "hidden")
+
+    def forward(self, features):
+        x, e = features  # the base network's input (the state embedding) and the task embedding
+        for layer, (w_head, b_head) in enumerate(zip(self.weight_heads, self.bias_heads)):
+            n_out, n_in = b_head.out_features, x.shape[-1]
+            outer = torch.bmm(x.unsqueeze(2), e.unsqueeze(1)).flatten(-2)  # (batch, n_in * d_e), index i * d_e + k
+            x = F.linear(outer, w_head.weight.view(n_out, -1)) + F.linear(x, w_head.bias.view(n_out, n_in)) + b_head(e)
+            x = torch.tanh(x) if layer < len(self.weight_heads) - 1 else x
+        return x
 
 
 class Agent(nn.Module):
@@ -371,7 +370,6 @@ class Agent(nn.Module):
         self.actor = HyperNetwork(d_e, [*sizes, out_dim], args.hyper_init, out_kind)
 
     def features(self, obs, latent):
-        """(state embedding, hypernetwork input e): the base networks' input and what generates their weights."""
         return self.state_embed(self.obs_rms(obs)), self.latent_embed(self.latent_rms(latent))
 
     def get_value(self, obs, latent):
@@ -385,12 +383,11 @@ class Agent(nn.Module):
         """(action, log-probability, entropy) from features x; samples unless an action is given (or the mode)."""
         out = self.actor(x)
         if self.discrete:
-            dist = Categorical(logits=out)
-            action = (out.argmax(-1) if deterministic else dist.sample()) if action is None else action
-            return action, dist.log_prob(action), dist.entropy()
-        dist = Normal(out, self.actor_logstd.expand_as(out).exp().clamp(min=1e-6))
-        action = (out if deterministic else dist.sample()) if action is None else action
-        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+            dist, mode = Categorical(logits=out), out.argmax(-1)
+        else:  # a diagonal Gaussian: log-probabilities and entropies summed over the action's dimensions
+            dist, mode = Independent(Normal(out, self.actor_logstd.expand_as(out).exp().clamp(min=1e-6)), 1), out
+        action = (mode if deterministic else dist.sample()) if action is None else action
+        return action, dist.log_prob(action), dist.entropy()
 
 
 # ALGO LOGIC: PPO's advantages
@@ -408,8 +405,7 @@ def compute_gae(rewards, values, terminals, final_values, next_value, args):
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """The held-out evaluation (envs.run_meta_episodes): deterministic actions, the latent updated at every step.
-    Returns eval.json's fields (mean return, per episode, Meta-World's success, every task's) and the eval/ metrics."""
+    """The held-out evaluation, deterministic, the latent updated at every step: (eval.json's fields, eval/ metrics)."""
     latent, hidden = encoder.prior(len(tasks))
 
     def policy(obs, previous):
@@ -500,7 +496,7 @@ class Logger:
             line = f"{step:>11,}/{total:,} frames ({100 * step / total:5.1f}%) | {sps:,.0f} SPS | ETA {eta:5.2f} h"
             line += "".join(f" | {k} {v:.2f}" for k, v in self.latest.items() if k in ("charts/return", "eval/return"))
             print(("\r" if tty else "") + line, end="" if tty and not last else "\n", flush=True)
-            self.file.flush()
+        self.file.flush()  # each iteration's rows are on disk before a checkpoint is written
 
     def close(self):
         self.file.close()
@@ -596,12 +592,11 @@ if __name__ == "__main__":
     finished_returns = []  # the returns of the episodes of each meta-episode finished in this iteration
     learners = dict(agent=agent, optimizer=optimizer, encoder=encoder, encoder_optimizer=encoder_optimizer)
     learners.update(reward_rms=reward_normalizer.rms)  # all that a checkpoint always holds
-    global_step, start_iteration, saved_iteration = 0, 1, 0
+    global_step, saved_iteration = (ckpt["global_step"], ckpt["iteration"]) if ckpt else (0, 0)
+    start_iteration = saved_iteration + 1
     if args.resume:
         for name, learner in learners.items():
             learner.load_state_dict(ckpt[name])
-        global_step, saved_iteration = ckpt["global_step"], ckpt["iteration"]
-        start_iteration = saved_iteration + 1
         torch.set_rng_state(ckpt["rng"]["torch"])  # and the generators continue where they stopped
         np.random.set_state(ckpt["rng"]["numpy"])
         print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
@@ -641,49 +636,44 @@ if __name__ == "__main__":
         # META-RL LOGIC: the hidden state is carried across iterations; the update re-runs the encoder from here. The
         # first latent comes from the current encoder, as `encode_rollout` recomputes it in the update.
         initial_hidden = hidden.clone()
-        with torch.no_grad():
+        with torch.no_grad():  # the rollout (the update recomputes what needs gradients)
             next_latent = latent_before(encoder, hidden[0], next_start)
 
-        for step in range(0, args.num_steps):
-            global_step += args.num_envs
-            obs[step], latents[step], starts[step] = next_obs, next_latent, next_start
+            for step in range(0, args.num_steps):
+                global_step += args.num_envs
+                obs[step], latents[step], starts[step] = next_obs, next_latent, next_start
 
-            # ALGO LOGIC: action logic (the values are computed after the rollout, in one batch)
-            with torch.no_grad():
+                # ALGO LOGIC: action logic (the values are computed after the rollout, in one batch)
                 action, logprob, _ = agent.act(agent.features(next_obs, next_latent))
-            actions[step], logprobs[step], action_np = action, logprob, action.cpu().numpy()
+                actions[step], logprobs[step], action_np = action, logprob, action.cpu().numpy()
 
-            # TRY NOT TO MODIFY: execute the game and log data.
-            next_obs_np, reward, terminations, truncations, infos = train_envs.step(action_np)
-            done = np.logical_or(terminations, truncations)
-            rewards[step] = torch.as_tensor(reward_normalizer(reward, done), device=device)
-            terminals[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
-            if "final_info" in infos:  # the returns of the episodes of the meta-episodes that ended here
-                ended = infos["final_info"]
-                finished_returns += list(ended["episode_returns"][ended["_episode_returns"]])
+                # TRY NOT TO MODIFY: execute the game and log data.
+                next_obs_np, reward, terminations, truncations, infos = train_envs.step(action_np)
+                done = np.logical_or(terminations, truncations)
+                rewards[step] = torch.as_tensor(reward_normalizer(reward, done), device=device)
+                terminals[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
+                if ended := infos.get("final_info"):  # the returns of the episodes of the meta-episodes ended here
+                    finished_returns += list(ended["episode_returns"][ended["_episode_returns"]])
 
-            # META-RL LOGIC: the encoder sees the sampled action, the raw reward and the true next state
-            enc_action = envs.action_vectors(action_np, action_space)
-            enc_next = envs.true_next_obs(next_obs_np, infos)
-            enc_actions[step], enc_next_obs[step] = torch.as_tensor(enc_action), torch.as_tensor(enc_next)
-            raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
-            with torch.no_grad():
+                # META-RL LOGIC: the encoder sees the sampled action, the raw reward and the true next state
+                enc_action = envs.action_vectors(action_np, action_space)
+                enc_next = envs.true_next_obs(next_obs_np, infos)
+                enc_actions[step], enc_next_obs[step] = torch.as_tensor(enc_action), torch.as_tensor(enc_next)
+                raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
                 next_latent, hidden = encoder.step(enc_actions[step], raw_rewards[step], enc_next_obs[step], hidden)
-            # META-RL LOGIC: a meta-episode cut by the time limit bootstraps from the value of its true final state,
-            # with the latent that has seen the last transition (--proper-time-limits)
-            final_values[step] = 0.0
-            if args.proper_time_limits and truncations.any():
-                with torch.no_grad():
+                # META-RL LOGIC: a meta-episode cut by the time limit bootstraps from the value of its true final state,
+                # with the latent that has seen the last transition (--proper-time-limits)
+                final_values[step] = 0.0
+                if args.proper_time_limits and truncations.any():
                     final_value = agent.get_value(torch.as_tensor(enc_next, device=device), next_latent).view(-1)
-                cut = torch.as_tensor(truncations & ~terminations, device=device)
-                final_values[step] = torch.where(cut, final_value, 0.0)
-            next_start = torch.as_tensor(done, device=device)
-            if done.any():  # META-RL LOGIC: a finished meta-episode resets the memory; the next one starts at the prior
-                with torch.no_grad():
-                    prior, _ = encoder.prior(1)
-                next_latent = torch.where(next_start.unsqueeze(-1), prior, next_latent)
-                hidden = torch.where(next_start.view(1, -1, 1), torch.zeros_like(hidden), hidden)
-            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+                    cut = torch.as_tensor(truncations & ~terminations, device=device)
+                    final_values[step] = torch.where(cut, final_value, 0.0)
+                next_start = torch.as_tensor(done, device=device)
+                # META-RL LOGIC: a finished meta-episode resets the memory; the next one starts at the prior
+                if done.any():
+                    next_latent = torch.where(next_start.unsqueeze(-1), encoder.prior(1)[0], next_latent)
+                    hidden = torch.where(next_start.view(1, -1, 1), torch.zeros_like(hidden), hidden)
+                next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
 
         metrics = {}
         if finished_returns:  # the mean return of the meta-episodes finished in this iteration, and of their episodes
@@ -716,7 +706,6 @@ if __name__ == "__main__":
             kept = kept if saved_iteration else "no checkpoint was saved (--save-model keeps one every --save-every)"
             sys.exit(f"error: non-finite {problem} at iteration {iteration} ({global_step:,} frames); {kept}")
         if (args.save_model and (iteration % args.save_every == 0 or last)) or stop:
-            logger.file.flush()
             rollout = None  # the rest of what the next iteration depends on, where the envs pickle with their state
             if isinstance(train_envs, gym.vector.SyncVectorEnv) and train_envs.envs[0].unwrapped.snapshot_by_pickle:
                 rollout = dict(envs=pickle.dumps(train_envs.envs), next_obs=next_obs, hidden=hidden)

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.distributions import Categorical, Normal
+from torch.distributions import Categorical, Independent, Normal
 
 import envs
 
@@ -163,8 +163,7 @@ capture_video save_model save_every async_envs eval_every num_eval_tasks num_eva
 
 
 def parse_args(argv=None):
-    """tyro over the --env-id's preset (so --help shows it); with --resume, the checkpoint's settings and the
-    RUNTIME_FLAGS given on the command line. One line on bad input. Returns the args and the checkpoint (or None)."""
+    """(args, checkpoint or None): tyro over --env-id's preset; with --resume, the checkpoint's args + RUNTIME_FLAGS."""
     argv = list(sys.argv[1:] if argv is None else argv)
     names, given, env_id = set(Args.__dataclass_fields__), set(), Args.env_id
     for arg, next_arg in zip(argv, [*argv[1:], ""]):
@@ -340,12 +339,11 @@ class Agent(nn.Module):
         """(action, log-probability, entropy) from features x; samples unless an action is given (or the mode)."""
         out = self.actor(x)
         if self.discrete:
-            dist = Categorical(logits=out)
-            action = (out.argmax(-1) if deterministic else dist.sample()) if action is None else action
-            return action, dist.log_prob(action), dist.entropy()
-        dist = Normal(out, self.actor_logstd.expand_as(out).exp().clamp(min=1e-6))
-        action = (out if deterministic else dist.sample()) if action is None else action
-        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+            dist, mode = Categorical(logits=out), out.argmax(-1)
+        else:  # a diagonal Gaussian: log-probabilities and entropies summed over the action's dimensions
+            dist, mode = Independent(Normal(out, self.actor_logstd.expand_as(out).exp().clamp(min=1e-6)), 1), out
+        action = (mode if deterministic else dist.sample()) if action is None else action
+        return action, dist.log_prob(action), dist.entropy()
 
 
 # ALGO LOGIC: PPO's advantages
@@ -363,8 +361,7 @@ def compute_gae(rewards, values, terminals, final_values, next_value, args):
 # TRY NOT TO MODIFY: evaluation
 @torch.no_grad()
 def evaluate(agent, encoder, args, tasks, device, video_dir=None):
-    """The held-out evaluation (envs.run_meta_episodes): deterministic actions, the latent updated at every step.
-    Returns eval.json's fields (mean return, per episode, Meta-World's success, every task's) and the eval/ metrics."""
+    """The held-out evaluation, deterministic, the latent updated at every step: (eval.json's fields, eval/ metrics)."""
     latent, hidden = encoder.prior(len(tasks))
 
     def policy(obs, previous):
@@ -455,7 +452,7 @@ class Logger:
             line = f"{step:>11,}/{total:,} frames ({100 * step / total:5.1f}%) | {sps:,.0f} SPS | ETA {eta:5.2f} h"
             line += "".join(f" | {k} {v:.2f}" for k, v in self.latest.items() if k in ("charts/return", "eval/return"))
             print(("\r" if tty else "") + line, end="" if tty and not last else "\n", flush=True)
-            self.file.flush()
+        self.file.flush()  # each iteration's rows are on disk before a checkpoint is written
 
     def close(self):
         self.file.close()
@@ -551,12 +548,11 @@ if __name__ == "__main__":
     finished_returns = []  # the returns of the episodes of each meta-episode finished in this iteration
     learners = dict(agent=agent, optimizer=optimizer, encoder=encoder, encoder_optimizer=encoder_optimizer)
     learners.update(reward_rms=reward_normalizer.rms)  # all that a checkpoint always holds
-    global_step, start_iteration, saved_iteration = 0, 1, 0
+    global_step, saved_iteration = (ckpt["global_step"], ckpt["iteration"]) if ckpt else (0, 0)
+    start_iteration = saved_iteration + 1
     if args.resume:
         for name, learner in learners.items():
             learner.load_state_dict(ckpt[name])
-        global_step, saved_iteration = ckpt["global_step"], ckpt["iteration"]
-        start_iteration = saved_iteration + 1
         torch.set_rng_state(ckpt["rng"]["torch"])  # and the generators continue where they stopped
         np.random.set_state(ckpt["rng"]["numpy"])
         print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
@@ -596,49 +592,44 @@ if __name__ == "__main__":
         # META-RL LOGIC: the hidden state is carried across iterations; the update re-runs the encoder from here. The
         # first latent comes from the current encoder, as `encode_rollout` recomputes it in the update.
         initial_hidden = hidden.clone()
-        with torch.no_grad():
+        with torch.no_grad():  # the rollout (the update recomputes what needs gradients)
             next_latent = latent_before(encoder, hidden[0], next_start)
 
-        for step in range(0, args.num_steps):
-            global_step += args.num_envs
-            obs[step], latents[step], starts[step] = next_obs, next_latent, next_start
+            for step in range(0, args.num_steps):
+                global_step += args.num_envs
+                obs[step], latents[step], starts[step] = next_obs, next_latent, next_start
 
-            # ALGO LOGIC: action logic (the values are computed after the rollout, in one batch)
-            with torch.no_grad():
+                # ALGO LOGIC: action logic (the values are computed after the rollout, in one batch)
                 action, logprob, _ = agent.act(agent.features(next_obs, next_latent))
-            actions[step], logprobs[step], action_np = action, logprob, action.cpu().numpy()
+                actions[step], logprobs[step], action_np = action, logprob, action.cpu().numpy()
 
-            # TRY NOT TO MODIFY: execute the game and log data.
-            next_obs_np, reward, terminations, truncations, infos = train_envs.step(action_np)
-            done = np.logical_or(terminations, truncations)
-            rewards[step] = torch.as_tensor(reward_normalizer(reward, done), device=device)
-            terminals[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
-            if "final_info" in infos:  # the returns of the episodes of the meta-episodes that ended here
-                ended = infos["final_info"]
-                finished_returns += list(ended["episode_returns"][ended["_episode_returns"]])
+                # TRY NOT TO MODIFY: execute the game and log data.
+                next_obs_np, reward, terminations, truncations, infos = train_envs.step(action_np)
+                done = np.logical_or(terminations, truncations)
+                rewards[step] = torch.as_tensor(reward_normalizer(reward, done), device=device)
+                terminals[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
+                if ended := infos.get("final_info"):  # the returns of the episodes of the meta-episodes ended here
+                    finished_returns += list(ended["episode_returns"][ended["_episode_returns"]])
 
-            # META-RL LOGIC: the encoder sees the sampled action, the raw reward and the true next state
-            enc_action = envs.action_vectors(action_np, action_space)
-            enc_next = envs.true_next_obs(next_obs_np, infos)
-            enc_actions[step], enc_next_obs[step] = torch.as_tensor(enc_action), torch.as_tensor(enc_next)
-            raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
-            with torch.no_grad():
+                # META-RL LOGIC: the encoder sees the sampled action, the raw reward and the true next state
+                enc_action = envs.action_vectors(action_np, action_space)
+                enc_next = envs.true_next_obs(next_obs_np, infos)
+                enc_actions[step], enc_next_obs[step] = torch.as_tensor(enc_action), torch.as_tensor(enc_next)
+                raw_rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1, 1)
                 next_latent, hidden = encoder.step(enc_actions[step], raw_rewards[step], enc_next_obs[step], hidden)
-            # META-RL LOGIC: a meta-episode cut by the time limit bootstraps from the value of its true final state,
-            # with the latent that has seen the last transition (--proper-time-limits)
-            final_values[step] = 0.0
-            if args.proper_time_limits and truncations.any():
-                with torch.no_grad():
+                # META-RL LOGIC: a meta-episode cut by the time limit bootstraps from the value of its true final state,
+                # with the latent that has seen the last transition (--proper-time-limits)
+                final_values[step] = 0.0
+                if args.proper_time_limits and truncations.any():
                     final_value = agent.get_value(torch.as_tensor(enc_next, device=device), next_latent).view(-1)
-                cut = torch.as_tensor(truncations & ~terminations, device=device)
-                final_values[step] = torch.where(cut, final_value, 0.0)
-            next_start = torch.as_tensor(done, device=device)
-            if done.any():  # META-RL LOGIC: a finished meta-episode resets the memory; the next one starts at the prior
-                with torch.no_grad():
-                    prior, _ = encoder.prior(1)
-                next_latent = torch.where(next_start.unsqueeze(-1), prior, next_latent)
-                hidden = torch.where(next_start.view(1, -1, 1), torch.zeros_like(hidden), hidden)
-            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+                    cut = torch.as_tensor(truncations & ~terminations, device=device)
+                    final_values[step] = torch.where(cut, final_value, 0.0)
+                next_start = torch.as_tensor(done, device=device)
+                # META-RL LOGIC: a finished meta-episode resets the memory; the next one starts at the prior
+                if done.any():
+                    next_latent = torch.where(next_start.unsqueeze(-1), encoder.prior(1)[0], next_latent)
+                    hidden = torch.where(next_start.view(1, -1, 1), torch.zeros_like(hidden), hidden)
+                next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
 
         metrics = {}
         if finished_returns:  # the mean return of the meta-episodes finished in this iteration, and of their episodes
@@ -671,7 +662,6 @@ if __name__ == "__main__":
             kept = kept if saved_iteration else "no checkpoint was saved (--save-model keeps one every --save-every)"
             sys.exit(f"error: non-finite {problem} at iteration {iteration} ({global_step:,} frames); {kept}")
         if (args.save_model and (iteration % args.save_every == 0 or last)) or stop:
-            logger.file.flush()
             rollout = None  # the rest of what the next iteration depends on, where the envs pickle with their state
             if isinstance(train_envs, gym.vector.SyncVectorEnv) and train_envs.envs[0].unwrapped.snapshot_by_pickle:
                 rollout = dict(envs=pickle.dumps(train_envs.envs), next_obs=next_obs, hidden=hidden)

@@ -306,7 +306,7 @@ def test_each_decoder_has_its_own_embeddings_as_the_authors():
 
 
 def test_grid_reconstruction_equals_the_plain_sum_of_bernoulli_losses():
-    """The grid decoder's per-cell label counting equals sum_t sum_i BCE(logit_t[cell(s'_i)], 1[r_i = 1]) / B."""
+    """The grid decoder's NLL equals sum_t sum_i BCE(logit_t[cell(s'_i)], 1[r_i = 1]) / B, decoded one at a time."""
     args = vs.apply_preset(vs.Args(env_id="GridNavi"))
     encoder, decoder = vs.Encoder(3, 5, args), vs.Decoder(3, 5, args)
     lengths = [60, 45, 12]
@@ -327,6 +327,14 @@ def test_grid_reconstruction_equals_the_plain_sum_of_bernoulli_losses():
                 label = float(batch[2][i, b, 0] == 1.0)
                 total += torch.nn.functional.binary_cross_entropy_with_logits(logits[cell], torch.tensor(label))
     assert torch.allclose(rec, total / 3, rtol=1e-4)
+
+
+def test_a_state_decoder_beside_the_grid_decoder_is_trained():
+    args = dataclasses.replace(vs.apply_preset(vs.Args(env_id="GridNavi")), state_decoder_layers=(16,))
+    encoder, decoder = vs.Encoder(3, 5, args), vs.Decoder(3, 5, args)
+    rec_reward, rec_state, _ = vs.elbo_terms(encoder, decoder, fake_batch(args, 3, 5, [60, 12], 60), args)
+    rec_state.backward()
+    assert rec_reward > 0 and rec_state > 0 and decoder.state[0].weight.grad.abs().sum() > 0
 
 
 def test_encoder_prior_is_one_gru_step_on_zero_input():
