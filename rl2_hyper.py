@@ -636,7 +636,7 @@ if __name__ == "__main__":
         # META-RL LOGIC: the hidden state is carried across iterations; the update re-runs the encoder from here. The
         # first latent comes from the current encoder, as `encode_rollout` recomputes it in the update.
         initial_hidden = hidden.clone()
-        with torch.no_grad():  # the rollout (the update recomputes what needs gradients)
+        with torch.inference_mode():  # the rollout, without autograd's bookkeeping (the update recomputes it)
             next_latent = latent_before(encoder, hidden[0], next_start)
 
             for step in range(0, args.num_steps):

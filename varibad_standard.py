@@ -368,7 +368,7 @@ class TrajectoryBuffer:
         self.rng.bit_generator.state = state["rng"]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_unfinished(encoder, running, dims, device):
     """META-RL LOGIC: each env's unfinished meta-episode (`running`) re-encoded by the current encoder."""
     latent, hidden = encoder.prior(len(running))
@@ -672,7 +672,7 @@ if __name__ == "__main__":
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
         next_latent, hidden = encode_unfinished(encoder, running, dims, device)
 
-        with torch.no_grad():  # the rollout (the update recomputes what needs gradients)
+        with torch.inference_mode():  # the rollout, without autograd's bookkeeping (the update recomputes it)
             for step in range(0, args.num_steps):
                 global_step += args.num_envs
                 obs[step], latents[step] = next_obs, next_latent
