@@ -90,19 +90,19 @@ def read_metrics(path, names=("eval/return", "eval/success", "charts/SPS")):
 
 def training_hours(steps, wall, sps=None):
     """Elapsed hours of training at each logged step. Wall-clock differences between consecutive logged steps are
-    summed, except a gap of more than 20x the median difference (and over a minute): the run was stopped there and
-    resumed later, and the gap counts as one median iteration. The first step's time comes from the SPS logged
-    with it (`charts/SPS` is frames over training time since the start) when there is one."""
+    summed, except a gap of more than 20x the median difference (and over a minute): the run was stopped or paused
+    there, and the gap counts as one median iteration. The first step's time comes from the SPS logged with it
+    (`charts/SPS` is frames over training time since the start) when there is one, under the same rule."""
     if len(steps) == 0:
         return np.zeros(0)
-    dt = np.diff(wall)
-    if len(dt):
-        median = np.median(dt)
-        dt = np.where((dt > 20 * median) & (dt > 60), median, dt)
     first = 0.0
     if sps is not None and len(sps[0]) and sps[0][0] == steps[0] and sps[1][0] > 0:
         first = steps[0] / sps[1][0]
-    return (first + np.concatenate([[0.0], np.cumsum(dt)])) / 3600
+    gaps = np.concatenate([[first], np.diff(wall)])
+    if len(gaps) > 1:
+        median = np.median(gaps[1:])
+        gaps = np.where((gaps > 20 * median) & (gaps > 60), median, gaps)
+    return np.cumsum(gaps) / 3600
 
 
 def load_runs(results_dir):

@@ -254,6 +254,9 @@ def test_read_metrics_keeps_the_resumed_rows_and_hours_skip_the_pause(tmp_path):
     np.testing.assert_array_equal(metrics["eval/return"][1], [0] * 7 + [1] * 3)
     hours = plot.training_hours(*metrics["_wall"], metrics["charts/SPS"])
     np.testing.assert_allclose(hours * 3600, steps * 0.01)  # the pause counts as one ordinary iteration
+    stalled_sps = (steps, np.full(10, 960 / 3600))  # a process paused for an hour before its first logged step
+    hours = plot.training_hours(*metrics["_wall"], stalled_sps)
+    np.testing.assert_allclose(hours * 3600, steps * 0.01)  # the first step counts as one ordinary iteration too
     (tmp_path / "r" / "metrics.csv.gz").write_bytes(gzip.compress((tmp_path / "r" / "metrics.csv").read_bytes()))
     gzipped = plot.read_metrics(str(tmp_path / "r" / "metrics.csv.gz"))  # what benchmark/run.py collects
     assert all(np.array_equal(gzipped[k][i], metrics[k][i]) for k in metrics for i in (0, 1))
