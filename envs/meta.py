@@ -79,14 +79,17 @@ def make_vector_env(env_id, episodes_per_task, num_envs, async_envs=False):
 
 
 def evaluation_tasks(env_id, n, seed):
-    """The held-out tasks: the env's finite test list (e.g. GridNavi's 21 goals) cycled to n entries, or else n draws
-    from the test split by a generator seeded with `seed` (the same for every run)."""
+    """The held-out tasks, the same for every run: the env's finite test list (e.g. GridNavi's 21 goals) cycled to n
+    entries, or n distinct ones of it drawn with `seed` where it is longer (Meta-World's), or else n draws from the
+    test split by a generator seeded with `seed`."""
     env = gym.make(env_id).unwrapped
+    rng = np.random.default_rng(seed)
     if hasattr(env, "all_tasks"):
         tasks = env.all_tasks("test")
+        if n < len(tasks):
+            tasks = [tasks[i] for i in rng.choice(len(tasks), n, replace=False)]
         tasks = [tasks[i % len(tasks)] for i in range(n)]
     else:
-        rng = np.random.default_rng(seed)
         tasks = [env.sample_task(rng, split="test") for _ in range(n)]
     env.close()
     return tasks

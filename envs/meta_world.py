@@ -212,6 +212,16 @@ class _MetaWorldEnv(TaskEnvMixin, gym.Env):
     def _n_tasks(self, split: str) -> int:
         return sum(len(f.tasks) for f in self._bench.families(split))
 
+    def all_tasks(self, split: str = "train") -> list[np.ndarray]:
+        """Every task of the split (50 variations per family), family by family."""
+        check_split(split)
+        families = self._bench.families(split)
+        return [
+            np.array([SPLITS.index(split), f, v], dtype=np.float64)
+            for f in range(len(families))
+            for v in range(len(families[f].tasks))
+        ]
+
     def sample_task(self, rng: np.random.Generator, split: str = "train") -> np.ndarray:
         """Draws a task uniformly (i.i.d.) over all variations of all families of the split."""
         check_split(split)

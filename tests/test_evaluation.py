@@ -115,6 +115,10 @@ def test_held_out_tasks_are_the_test_split_or_the_finite_list_cycled():
     assert all(task[0] > 5 for task in tasks)  # drawn from the test split
     goals = gym.make("GridNavi").unwrapped.all_tasks("test")
     np.testing.assert_array_equal(envs.evaluation_tasks("GridNavi", 25, 0), [goals[i % 21] for i in range(25)])
+    subset = envs.evaluation_tasks("GridNavi", 8, 0)  # fewer than the list: distinct entries of it, fixed by the seed
+    np.testing.assert_array_equal(subset, envs.evaluation_tasks("GridNavi", 8, 0))
+    assert len({tuple(goal) for goal in subset}) == 8 and all(any((g == goals).all(1)) for g in subset)
+    assert not np.array_equal(subset, goals[:8])
     recorder = envs.make_env("EvalProbe", 2, "test")()
     recorder.reset(seed=0)
     assert recorder.unwrapped.splits == ["test"]  # an evaluation env draws from the test split

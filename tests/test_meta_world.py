@@ -109,6 +109,14 @@ def test_ml1_train_and_test_configurations_differ(ml1):
     assert ml1.family_names("train") == ml1.family_names("test") == ["pick-place-v3"]
 
 
+def test_held_out_tasks_are_distinct_test_variations(ml1, ml10):
+    for env, env_id, count in ((ml1, "MetaWorldML1", 50), (ml10, "MetaWorldML10", 250)):
+        assert len(env.all_tasks("test")) == count and all(task[0] == 1 for task in env.all_tasks("test"))
+        tasks = envs.evaluation_tasks(env_id, 10, 1_000_003)
+        assert len({tuple(task) for task in tasks}) == 10 and all(task[0] == 1 for task in tasks)
+        np.testing.assert_array_equal(tasks, envs.evaluation_tasks(env_id, 10, 1_000_003))  # the same every run
+
+
 def test_ml10_families_are_disjoint(ml10):
     train, test = ml10.family_names("train"), ml10.family_names("test")
     assert len(train) == 10 and len(test) == 5
