@@ -482,7 +482,7 @@ def evaluate(agent, encoder, args, tasks, device, video_dir=None):
 def save_checkpoint(path, learners, **state):
     """Every learner's state, `state`, the script and the generators; atomic: a temporary file, then a rename."""
     state |= {name: learner.state_dict() for name, learner in learners.items()} | {"script": os.path.basename(__file__)}
-    state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    state["rng"] = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), cuda=torch.cuda.get_rng_state_all())
     torch.save(state, f"{path}.tmp")
     os.replace(f"{path}.tmp", path)
 
@@ -645,6 +645,7 @@ if __name__ == "__main__":
             learner.load_state_dict(ckpt[name])
         torch.set_rng_state(ckpt["rng"]["torch"])  # and the generators continue where they stopped
         np.random.set_state(ckpt["rng"]["numpy"])
+        torch.cuda.set_rng_state_all(ckpt["rng"].get("cuda", []))  # a GPU's too (none in older checkpoints)
         print(f"resuming {run_name} at iteration {start_iteration}, {global_step:,} frames")
     os.makedirs(run_dir, exist_ok=True)
     logger = Logger(run_dir, args, run_name, resume_step=global_step if args.resume else None)

@@ -3,16 +3,18 @@
     python benchmark/speed.py                                        # the four scripts on GridNavi and CheetahDir
     python benchmark/speed.py --scripts varibad_hyper.py --env-ids GridNavi --iterations 100 --threads 2
     python benchmark/speed.py --env-ids GridNavi CheetahDir --threads 2 --repeat 3 --floor   # and the FLOP floor
+    python benchmark/speed.py --cuda                                 # training on the GPU (--cuda)
 
 For every (script, env id) pair: the script runs with its preset for `--iterations` PPO iterations (precollection
 off, evaluation only at the end) in a subprocess with `--threads` torch threads; its frames per second is the
 `charts/SPS` it logs last (the training loop only: imports, set-up and the final evaluation excluded), and its peak
-memory the subprocess's maximum resident set size. The ceiling is the same number of environments (the preset's
-`num_envs`, with the script's meta-episode wrapper, in a SyncVectorEnv) stepped with random actions for as many
-frames (at most 200,000). The ratio train / env is the fraction of the ceiling that training reaches. With --floor,
-the compute floor too: the FLOPs of one iteration (torch's FlopCounterMode over the script's own run of two
-iterations less one of one iteration) at this CPU's matrix-product rate, measured in the same run; train / floor is
-the fraction of that floor that training reaches. Pairs run one after the other: run nothing else on the machine.
+memory the subprocess's maximum resident set size (with --cuda, not counting the GPU's memory). The ceiling is the
+same number of environments (the preset's `num_envs`, with the script's meta-episode wrapper, in a SyncVectorEnv)
+stepped with random actions for as many frames (at most 200,000). The ratio train / env is the fraction of the
+ceiling that training reaches. With --floor, the compute floor too: the FLOPs of one iteration (torch's
+FlopCounterMode over the script's own run of two iterations less one of one iteration) at this CPU's matrix-product
+rate, measured in the same run; train / floor is the fraction of that floor that training reaches. Pairs run one
+after the other: run nothing else on the machine.
 The table goes to stdout and, with the rows as JSON, to
 `benchmark/results/speed_{env ids}.md` and `.json` (`--out`).
 """
@@ -43,7 +45,7 @@ def preset(script, env_id):
     return module, module.apply_preset(module.Args(env_id=env_id))
 
 
-def train_speed(script, env_id, iterations, threads, async_envs=False):
+def train_speed(script, env_id, iterations, threads, async_envs=False, cuda=False):
     _, args = preset(script, env_id)
     frames = iterations * args.num_envs * args.num_steps
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,6 +63,7 @@ def train_speed(script, env_id, iterations, threads, async_envs=False):
             "--num-eval-tasks",
             "2",
             *(["--async-envs"] if async_envs else []),
+            *(["--cuda"] if cuda else []),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -68,7 +71,7 @@ def train_speed(script, env_id, iterations, threads, async_envs=False):
         proc.stderr.close()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if status != 0:
+        if status != 0 or (cuda and "no GPU is available" in stderr):
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr}")
         (run,) = os.listdir(os.path.join(tmp, "runs"))
         with open(os.path.join(tmp, "runs", run, "metrics.csv")) as f:
@@ -203,6 +206,7 @@ def main(argv=None):
         help="also count the FLOPs of an iteration (torch's FlopCounterMode) and measure the matrix-product rate: the "
         "FLOP floor FPS is the speed if every FLOP ran at that rate; train / floor is the fraction reached",
     )
+    parser.add_argument("--cuda", action="store_true", help="train on the GPU (--cuda); fails where none is present")
     args = parser.parse_args(argv)
     scripts = [s if s.endswith(".py") else f"{s}.py" for s in args.scripts]
     out = (
@@ -216,6 +220,12 @@ def main(argv=None):
         f"{args.threads} torch thread(s), {args.iterations} iterations each, {args.repeat} measurement(s) per "
         f"pair (median), {platform.machine()}, {os.cpu_count()} cores{', --async-envs' if args.async_envs else ''}"
     )
+    if args.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--cuda: torch sees no GPU here")
+        header += f", training on {torch.cuda.get_device_name()} (torch {torch.__version__})"
     rate = matmul_rate(args.threads) if args.floor else None
     header += f"; matrix-product rate {rate / 1e9:,.0f} GFLOP/s" if rate else ""
     print(header)
@@ -224,7 +234,9 @@ def main(argv=None):
         draws = {script: [] for script in scripts}
         for _ in range(args.repeat):  # interleaved, so that a slow spell of the machine hits every script alike
             for script in scripts:
-                draws[script].append(train_speed(script, env_id, args.iterations, args.threads, args.async_envs))
+                draws[script].append(
+                    train_speed(script, env_id, args.iterations, args.threads, args.async_envs, args.cuda)
+                )
         for script in scripts:
             frames, rss = draws[script][0][0], max(d[2] for d in draws[script])
             fps = [d[1] for d in draws[script]]

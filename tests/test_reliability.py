@@ -269,6 +269,18 @@ def test_logger_resume_keeps_complete_rows_up_to_the_checkpoint(module, tmp_path
     assert [line.split(",")[0::2] for line in lines[3:]] == [["96", "a"]] and lines[3].endswith(",4")
 
 
+def test_checkpoints_hold_the_gpu_generators_and_older_ones_without_them_resume(tmp_path, finished_runs):
+    """A checkpoint holds every GPU's generator state (none here) so that a resumed GPU run draws what the
+    uninterrupted one would; a checkpoint written before it had them still resumes."""
+    ckpt = torch.load(os.path.join(finished_runs["varibad_hyper.py"], "checkpoint.pt"), weights_only=False)
+    assert isinstance(ckpt["rng"]["cuda"], list) and len(ckpt["rng"]["cuda"]) == torch.cuda.device_count()
+    del ckpt["rng"]["cuda"]
+    torch.save(ckpt, tmp_path / "older.pt")
+    result = run("varibad_hyper.py", ["--resume", str(tmp_path / "older.pt"), "--total-timesteps", "1250"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout and "Traceback" not in result.stderr
+
+
 def test_resuming_a_finished_run_only_evaluates(tmp_path, finished_runs):
     ckpt = os.path.join(finished_runs["rl2_standard.py"], "checkpoint.pt")
     result = run("rl2_standard.py", ["--env-id", "GridNavi", "--resume", ckpt], tmp_path)
