@@ -20,6 +20,7 @@ import argparse
 import csv
 import gzip
 import json
+import math
 import os
 import sys
 import textwrap
@@ -30,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FixedLocator, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from suites import SEEDS, SUITES, expand, parse_key  # noqa: E402
@@ -235,9 +236,23 @@ def markdown_table(groups):
     return "\n".join(lines)
 
 
+def symlog_if_spread(ax, ratio=20):
+    """A panel whose lowest value lies more than `ratio` times below its highest (a run whose return falls to
+    -70,000 beside runs near 800) gets a symmetric-log y axis, linear up to the power of ten above the highest value
+    in either direction: both stay readable."""
+    low, high = ax.dataLim.y0, ax.dataLim.y1
+    if low < 0 and -low > ratio * max(high, 1.0):
+        linear = 10 ** math.ceil(math.log10(max(high, 1.0)))
+        ax.set_yscale("symlog", linthresh=linear, linscale=2)
+        decades = [-linear * 10**k for k in range(math.ceil(math.log10(-low / linear)) + 1)]
+        ax.yaxis.set_major_locator(FixedLocator([*decades[::-1], -linear / 2, 0, linear / 2, linear]))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
 def draw(groups, path, title, window=1, references=BOUNDS):
     """One row per env id: eval return against frames, against hours, and the adaptation curve; `references` as
-    `reference_lines` gives them."""
+    `reference_lines` gives them. A panel of widely spread returns is drawn on a symlog scale (symlog_if_spread)."""
     env_ids = list(dict.fromkeys(env_id for _, env_id, _ in groups))
     fig, axes = plt.subplots(len(env_ids), 3, figsize=(16, 3.8 * len(env_ids)), squeeze=False)
     rng = np.random.default_rng(0)  # a fixed seed: redrawing gives the same bands
@@ -288,6 +303,7 @@ def draw(groups, path, title, window=1, references=BOUNDS):
         for ax, ylabel in zip(row, (metric, metric, "return in the episode")):
             ax.set_ylabel(f"{env_id}: {ylabel}")
             ax.grid(alpha=0.3)
+            symlog_if_spread(ax)
         row[0].legend(fontsize=8)
     smoothed = f", smoothed over {window} evaluations" if window > 1 else ""
     fig.suptitle(f"{textwrap.fill(title, 140)}\nmean over seeds, 68% bootstrap interval{smoothed}")

@@ -320,6 +320,18 @@ def test_plot_draws_every_suite_and_tabulates_mean_and_std(tmp_path):
     ]  # Meta-World's curves: the success rate
 
 
+def test_a_panel_of_widely_spread_returns_is_drawn_on_a_symlog_scale():
+    import matplotlib.pyplot as plt
+
+    fig, (spread, close) = plt.subplots(1, 2)
+    spread.plot([0, 1, 2], [800.0, -2_000.0, -70_000.0])  # naive beside bias on CheetahDir
+    close.plot([0, 1, 2], [800.0, -100.0, -300.0])
+    for ax in (spread, close):
+        plot.symlog_if_spread(ax)
+    assert spread.get_yscale() == "symlog" and close.get_yscale() == "linear"
+    plt.close(fig)
+
+
 def test_table_has_no_episode_columns_for_one_episode_meta_episodes():
     cheetah = [
         {
