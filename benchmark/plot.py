@@ -241,7 +241,7 @@ def symlog_if_spread(ax, ratio=20):
     -70,000 beside runs near 800) gets a symmetric-log y axis, linear up to the power of ten above the highest value
     in either direction: both stay readable."""
     low, high = ax.dataLim.y0, ax.dataLim.y1
-    if low < 0 and -low > ratio * max(high, 1.0):
+    if low < 0 < high and -low > ratio * max(high, 1.0):  # not where every value is negative: linear reads best
         linear = 10 ** math.ceil(math.log10(max(high, 1.0)))
         ax.set_yscale("symlog", linthresh=linear, linscale=2)
         decades = [-linear * 10**k for k in range(math.ceil(math.log10(-low / linear)) + 1)]

@@ -323,12 +323,13 @@ def test_plot_draws_every_suite_and_tabulates_mean_and_std(tmp_path):
 def test_a_panel_of_widely_spread_returns_is_drawn_on_a_symlog_scale():
     import matplotlib.pyplot as plt
 
-    fig, (spread, close) = plt.subplots(1, 2)
+    fig, (spread, close, negative) = plt.subplots(1, 3)
     spread.plot([0, 1, 2], [800.0, -2_000.0, -70_000.0])  # naive beside bias on CheetahDir
     close.plot([0, 1, 2], [800.0, -100.0, -300.0])
-    for ax in (spread, close):
+    negative.plot([0, 1, 2], [-336.0, -290.0, -200.0])  # CheetahVel: every return below zero
+    for ax in (spread, close, negative):
         plot.symlog_if_spread(ax)
-    assert spread.get_yscale() == "symlog" and close.get_yscale() == "linear"
+    assert [ax.get_yscale() for ax in (spread, close, negative)] == ["symlog", "linear", "linear"]
     plt.close(fig)
 
 
