@@ -8,7 +8,7 @@
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 R=$PWD; O=${OUT:-/tmp/gpuout}; mkdir -p $O; N=${ITER:-5}
-nvidia-smi -L; nproc
+nvidia-smi -L
 python3 -c "import torch, gymnasium, mujoco, tyro; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '', 'gymnasium', gymnasium.__version__, 'mujoco', mujoco.__version__)"
 one() {
     s=$1; dev=$2
