@@ -45,7 +45,7 @@ def load_run(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a missing file, or not a checkpoint
-        sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})")
+        sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())})")
     if not isinstance(ckpt, dict) or ckpt.get("script") not in SCRIPTS:
         sys.exit(f"error: {path!r} is not a checkpoint of one of {', '.join(SCRIPTS)}")
     module = importlib.import_module(ckpt["script"][: -len(".py")])

@@ -148,7 +148,7 @@ def load_checkpoint(path, env_id):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a missing file, or not a checkpoint
-        sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {e})")
+        sys.exit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())})")
     if not isinstance(ckpt, dict) or not {"script", "args", "agent"} <= set(ckpt):
         sys.exit(f"error: {path!r} is not a checkpoint of this repository's scripts")
     if ckpt["script"] != os.path.basename(__file__) or ckpt["args"]["env_id"] != env_id:

@@ -141,12 +141,13 @@ def test_bad_input_exits_before_anything_starts(script, tmp_path):
 
 def test_bad_checkpoints_are_refused(tmp_path, finished_runs):
     not_a_checkpoint = tmp_path / "junk.pt"
-    not_a_checkpoint.write_bytes(os.urandom(1000))
+    not_a_checkpoint.write_bytes(b"P0\n.")  # a pickle whose load error (no persistent_load) spans two lines
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     ckpt = os.path.join(finished_runs["varibad_hyper.py"], "checkpoint.pt")
     cases = [
         ("varibad_hyper.py", ["--resume", str(tmp_path / "missing.pt")], "is not a readable checkpoint (FileNotFound"),
-        ("evaluate.py", [str(not_a_checkpoint)], "is not a readable checkpoint"),
+        ("evaluate.py", [str(not_a_checkpoint)], "is not a readable checkpoint (UnpicklingError"),
+        ("varibad_standard.py", ["--resume", str(not_a_checkpoint)], "is not a readable checkpoint (UnpicklingError"),
         (
             "varibad_hyper.py",
             ["--resume", str(tmp_path / "foreign.pt")],
