@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmark"))
 
 import baselines  # noqa: E402
+import init_scale  # noqa: E402
 import plot  # noqa: E402
 import run as runner  # noqa: E402
 import speed  # noqa: E402
@@ -494,3 +495,19 @@ def test_baselines_on_the_scripts_evaluation_tasks(tmp_path):
         )
     )
     assert plot.reference_lines(str(tmp_path))["MetaWorldML1"] == {"zero actions": (0.1, (7.0, 7.4))}
+
+
+def test_init_scale_bias_gives_every_latent_one_network_and_naive_outputs_large():
+    for env_id in ("GridNavi", "CheetahDir"):
+        scales = {init: init_scale.output_scale(env_id, init, 8, 4) for init in init_scale.INITS}
+        assert scales["bias"][2] == 0.0  # Bias-HyperInit: the latent does not move the output at step 0
+        assert all(scales[init][2] > 0 for init in ("weight", "hfi", "naive", "kaiming"))
+        assert scales["naive"][0] > 5 * scales["bias"][0] and scales["kaiming"][0] > 5 * scales["bias"][0]
+        assert (scales["bias"][1] is None) == (env_id == "GridNavi")
+    lines = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmark", "init_scale.py"), "--env-ids", "GridNavi", "--states", "4"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(lines) == 2 + len(init_scale.INITS) and lines[2].startswith("| GridNavi | bias | ")
