@@ -9,8 +9,9 @@ it sees about this scale), and prints per row: the actor's output (mean |output|
 action before sampling, and the fraction of its components outside the action space's [-1, 1]), how much that output
 moves when only the latent changes (std over latents at a fixed state, averaged), and the critic's mean |value|.
 With Bias-HyperInit the std over latents is 0: the heads' weights start at zero, so every latent gets the same,
-correctly initialised base network (the heads still get gradients). The naive and Kaiming heads generate weights whose
-scale grows with the latent embedding's, so the first actions (or logits) are over ten times larger than with Bias-HyperInit.
+correctly initialised base network (the heads still get gradients). The naive and Kaiming heads generate weights
+whose scale grows with the latent embedding's, so the first actions (or logits) are over ten times larger than with
+Bias-HyperInit.
 """
 
 import argparse
