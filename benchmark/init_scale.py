@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -29,7 +30,7 @@ import torch  # noqa: E402
 import envs  # noqa: E402, F401  (registers the env ids)
 import varibad_hyper as script  # noqa: E402  (its presets and Agent; no training runs on import)
 
-INITS = ("bias", "weight", "hfi", "naive", "kaiming")
+INITS = typing.get_args(typing.get_type_hints(script.Args)["hyper_init"])  # the script's --hyper-init choices
 
 
 def visited_states(env_id, num_states, seed):
