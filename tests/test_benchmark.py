@@ -1,6 +1,6 @@
 """benchmark/: the runner (end to end on tiny runs: run, skip, collect, resume, stop), the plot script on synthetic
 runs (numbers in the table), the W&B sweep files (parsed as `wandb agent` would build the command, then by the
-scripts' own parse_args), the speed benchmark and the trivial-policy baselines."""
+scripts' own parse_args), the speed benchmark, the trivial-policy baselines and the checkpoint diagnostics."""
 
 import csv
 import gzip
@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from test_beliefs import MODULES, build, save
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmark"))
@@ -20,9 +22,12 @@ sys.path.insert(0, os.path.join(ROOT, "benchmark"))
 import baselines  # noqa: E402
 import init_scale  # noqa: E402
 import plot  # noqa: E402
+import reward_terms  # noqa: E402
 import run as runner  # noqa: E402
 import speed  # noqa: E402
 import suites  # noqa: E402
+
+import envs  # noqa: E402
 
 TINY = [
     "--num-envs",
@@ -511,3 +516,30 @@ def test_init_scale_bias_gives_every_latent_one_network_and_naive_outputs_large(
         check=True,
     ).stdout.splitlines()
     assert len(lines) == 2 + len(init_scale.INITS) and lines[2].startswith("| GridNavi | bias | ")
+
+
+def test_reward_terms_add_up_to_the_evaluation_return(tmp_path):
+    paths = []
+    for name, env_id in (("varibad_hyper", "AntDir"), ("rl2_standard", "GridNavi")):
+        module = MODULES[name]
+        args, agent, encoder, *decoder = build(module, env_id, num_eval_tasks=2)
+        paths.append(save(tmp_path / f"{name}.pt", module, args, agent, encoder, *decoder))
+        env_id_, script, mean_return, sums, steps, std = reward_terms.reward_terms(paths[-1])
+        tasks = envs.evaluation_tasks(env_id, args.num_eval_tasks, args.eval_seed)
+        evaluation = module.evaluate(agent.eval(), encoder.eval(), args, tasks, torch.device("cpu"))[0]
+        assert (env_id_, script) == (env_id, name) and mean_return == pytest.approx(evaluation["return"])
+        if env_id == "AntDir":  # the four terms are the whole reward; +1 survive bonus per step, one episode per task
+            assert set(sums) == {"reward_forward", "reward_ctrl", "reward_contact", "reward_survive"}
+            assert sum(sums.values()) == pytest.approx(mean_return)
+            assert sums["reward_survive"] == pytest.approx(steps.mean()) and steps.max() <= 200
+            assert std == pytest.approx(float(agent.actor_logstd.detach().exp().mean()))
+        else:
+            assert sums == {} and std is None and (steps == 60).all()  # GridNavi: 4 episodes of 15 steps
+    lines = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmark", "reward_terms.py"), *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(lines) == 4 and lines[0].count("|") == lines[2].count("|") == lines[3].count("|")
+    assert "reward_survive" in lines[0] and "(discrete)" in lines[3] and "`rl2_standard.py`" in lines[3]
