@@ -65,8 +65,9 @@ def load_run(path):
 
 
 @torch.no_grad()
-def play(agent, encoder, args, tasks):
-    """One meta-episode per task, as the script's `evaluate` plays it; every step recorded. Returns a dict of arrays,
+def play(agent, encoder, args, tasks, on_step=None):
+    """One meta-episode per task, as the script's `evaluate` plays it; every step recorded (and passed to
+    `on_step(i, env, reward, info)` if given, as `envs.run_meta_episodes` calls it). Returns a dict of arrays,
     (tasks, steps, ...) padded with NaN after a task's last step: obs, latent (what the policy saw before acting), e
     (the hypernetwork's input, hypernetwork scripts only), episode (the inner episode of each step), reward, position
     (grid worlds: the cell after the step; GridNaviShow shows the goal's cell for an episode that ends on the start
@@ -86,7 +87,9 @@ def play(agent, encoder, args, tasks):
             seen["e"].append(features[1].numpy().copy())
         return agent.act(features, deterministic=True)[0].numpy()
 
-    def on_step(i, env, reward, info):
+    def record_step(i, env, reward, info):
+        if on_step is not None:
+            on_step(i, env, reward, info)
         record = per_task[i]
         record["reward"].append(reward)
         record["ended"].append("inner_final_obs" in info)  # an inner episode ended here (not the last one)
@@ -98,7 +101,7 @@ def play(agent, encoder, args, tasks):
             record["velocity"].append(velocity)
 
     k = args.num_eval_episodes or args.episodes_per_task
-    returns, _, steps = envs.run_meta_episodes(args.env_id, tasks, k, args.eval_seed, policy, on_step=on_step)
+    returns, _, steps = envs.run_meta_episodes(args.env_id, tasks, k, args.eval_seed, policy, on_step=record_step)
     T = int(steps.max())
     out = {name: np.stack(values, 1) for name, values in seen.items() if values}  # (tasks, T, ...)
     for name in ("reward", "ended", "position", "velocity"):

@@ -4,8 +4,8 @@
 
 A MuJoCo return below standing still can mean a policy that runs badly, one that pays for large actions, or one that
 falls early on purpose. For every checkpoint this plays one meta-episode per held-out task exactly as the script's
-evaluation does (`beliefs.load_run` rebuilds the agent and encoder, `envs.run_meta_episodes` plays them with
-deterministic actions and the latent updated after every step) and prints one markdown row: the mean return, every
+evaluation does (`beliefs.load_run` rebuilds the agent and encoder, `beliefs.play` plays them with deterministic
+actions and the latent updated after every step) and prints one markdown row: the mean return, every
 `reward_*` term the environment reports in `info` (summed over the meta-episode, mean over tasks), the meta-episode's
 length in steps (mean, min, max over tasks), and the policy's action standard deviation (the mean of exp(log-std) over
 action dimensions; training samples with it, the evaluation does not).
@@ -19,37 +19,26 @@ from collections import defaultdict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
 
 import envs  # noqa: E402
-from beliefs import load_run  # noqa: E402
+from beliefs import load_run, play  # noqa: E402
 
 
-@torch.no_grad()
 def reward_terms(checkpoint):
     """(env id, script, mean return, {term: mean over tasks of its meta-episode sum}, steps per task, action std)."""
     module, args, agent, encoder, _, _ = load_run(checkpoint)
     tasks = envs.evaluation_tasks(args.env_id, args.num_eval_tasks, args.eval_seed)
-    latent, hidden = encoder.prior(len(tasks))
     sums = defaultdict(float)
-
-    def policy(obs, previous):
-        nonlocal latent, hidden
-        if previous is not None:
-            latent, hidden = encoder.step(*(torch.as_tensor(x) for x in previous), hidden)
-        features = agent.features(torch.as_tensor(obs, dtype=torch.float32), latent)
-        return agent.act(features, deterministic=True)[0].numpy()
 
     def on_step(i, env, reward, info):
         for name, value in info.items():
             if name.startswith("reward_"):
                 sums[name] += float(value) / len(tasks)
 
-    k = args.num_eval_episodes or args.episodes_per_task
-    returns, _, steps = envs.run_meta_episodes(args.env_id, tasks, k, args.eval_seed, policy, on_step=on_step)
+    played = play(agent, encoder, args, tasks, on_step)
     logstd = getattr(agent, "actor_logstd", None)
-    std = float(logstd.exp().mean()) if logstd is not None else None
-    return args.env_id, module.__name__, float(returns.sum(1).mean()), dict(sums), steps, std
+    std = float(logstd.detach().exp().mean()) if logstd is not None else None
+    return args.env_id, module.__name__, float(played["returns"].sum(1).mean()), dict(sums), played["steps"], std
 
 
 if __name__ == "__main__":
