@@ -257,10 +257,12 @@ def draw(groups, path, title, window=1, references=BOUNDS):
     fig, axes = plt.subplots(len(env_ids), 3, figsize=(16, 3.8 * len(env_ids)), squeeze=False)
     rng = np.random.default_rng(0)  # a fixed seed: redrawing gives the same bands
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    keys = list(dict.fromkeys((script, label) for script, _, label in groups))  # one colour each, the same in every row
     for row, env_id in zip(axes, env_ids):
         mine = [(g, runs) for g, runs in groups.items() if g[1] == env_id]
         for i, ((script, _, label), runs) in enumerate(mine):
-            color, name = colors[i % len(colors)], f"{script} ({label}), {len(runs)} seed{'s' * (len(runs) > 1)}"
+            color = colors[keys.index((script, label)) % len(colors)]
+            name = f"{script} ({label}), {len(runs)} seed{'s' * (len(runs) > 1)}"
             for ax, x_of in ((row[0], "steps"), (row[1], "hours")):
                 on_grid = curve_on_grid([r[x_of] for r in runs], [smooth(r["values"], window) for r in runs])
                 if on_grid is None:

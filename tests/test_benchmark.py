@@ -339,6 +339,25 @@ def test_a_panel_of_widely_spread_returns_is_drawn_on_a_symlog_scale():
     plt.close(fig)
 
 
+def test_a_script_keeps_its_colour_in_every_row(tmp_path, monkeypatch):
+    """A script missing from one env's row (rl2_hyper on WalkerRandParams) does not shift the others' colours."""
+
+    def run(final):
+        return {"steps": np.array([960, 1920]), "hours": np.array([0.1, 0.2]), "values": np.array([0.0, final]),
+                "eval": {"return_per_episode": [final]}}  # fmt: skip
+
+    scripts = [("varibad_hyper", "bias-2M"), ("rl2_hyper", "bias-2M"), ("varibad_standard", "preset-2M")]
+    groups = {(script, "AntDir", label): [run(1.0)] for script, label in scripts}
+    groups |= {(script, "WalkerRandParams", label): [run(2.0)] for script, label in scripts if script != "rl2_hyper"}
+    figures = []
+    monkeypatch.setattr(plot.plt, "close", figures.append)  # keep the figure that draw() would close
+    plot.draw(groups, tmp_path / "short.png", "short", references={})
+    monkeypatch.undo()
+    ant, walker = ({line.get_label(): line.get_color() for line in ax.get_lines()} for ax in figures[0].axes[::3])
+    assert len(set(ant.values())) == 3 and walker == {name: ant[name] for name in walker} and len(walker) == 2
+    plot.plt.close(figures[0])
+
+
 def test_table_has_no_episode_columns_for_one_episode_meta_episodes():
     cheetah = [
         {
